@@ -1,0 +1,45 @@
+"""Builds every stack of the app from one Settings object; used by app.py and by the tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aws_cdk import App, Environment, Tags, Validations
+from cdk_nag import AwsSolutionsChecks
+
+from stacks.foundation import FoundationStack
+from stacks.settings import Settings
+
+
+@dataclass(frozen=True)
+class AppStacks:
+    foundation: FoundationStack
+
+
+def environment(env: Mapping[str, str] = os.environ) -> Environment | None:
+    """Account and region from CDK_DEPLOY_* (explicit) or CDK_DEFAULT_* (set by the CDK CLI).
+
+    With neither, the stacks stay environment-agnostic: the region comes from the deploy.
+    """
+    account = env.get("CDK_DEPLOY_ACCOUNT") or env.get("CDK_DEFAULT_ACCOUNT")
+    region = env.get("CDK_DEPLOY_REGION") or env.get("CDK_DEFAULT_REGION")
+    if not account and not region:
+        return None
+    return Environment(account=account, region=region)
+
+
+def build(app: App, settings: Settings, *, env: Environment | None = None) -> AppStacks:
+    """Create every stack under ``app`` and register cdk-nag's AwsSolutions pack on the whole app."""
+    common = {"env": env, "analytics_reporting": False}
+    foundation = FoundationStack(
+        app,
+        settings.stack_name("foundation"),
+        settings=settings,
+        description="Dog-breed classifier: VPC, KMS key, artifact and access-log buckets",
+        **common,
+    )
+    Tags.of(app).add("project", settings.project_name)
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return AppStacks(foundation=foundation)

@@ -1,0 +1,475 @@
+"""Every tunable of the system, in one frozen, typed object.
+
+The defaults live in ``cdk.json`` under ``context``; any of them can be overridden at synth time with
+``-c key=value`` (the CDK CLI hands those over as strings, which are parsed here by the field's type).
+``Settings.from_app`` is called once, in ``app.py``; stacks receive the object and never read context.
+
+Bad values stop the synth with one message that names each wrong key, its value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import json
+import re
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from constructs import Construct
+
+from stacks.images import framework_versions
+
+CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
+
+# Values CloudWatch Logs accepts for a log group's retention, in days.
+LOG_RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+)  # fmt: skip
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+ML_INSTANCE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+EC2_INSTANCE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+# A SageMaker endpoint name: letters, digits and single hyphens, at most 63 characters.
+ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,62}$")
+PROJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,19}$")
+S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\.tar\.gz$")
+
+
+class SettingsError(ValueError):
+    """One or more settings are wrong; the message lists each with its key, value and what is accepted."""
+
+    def __init__(self, problems: Iterable[str]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"Invalid settings (fix them in cdk.json or with -c key=value):\n{lines}")
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The whole system's configuration. Field names are the context keys."""
+
+    # --- names and shared infrastructure -------------------------------------------------------
+    project_name: str = field(metadata=_doc("Prefix of every stack name and resource name."))
+    retain_data: bool = field(
+        metadata=_doc("Keep the artifact and log buckets (and their objects) when a stack is deleted.")
+    )
+    vpc_cidr: str = field(metadata=_doc("CIDR block of the VPC (two availability zones)."))
+    nat_gateways: int = field(
+        metadata=_doc("NAT gateways for private-subnet egress: 1 (default), 2 (one per AZ) or 0 (none).")
+    )
+    log_retention_days: int = field(metadata=_doc("Retention of every CloudWatch log group, in days."))
+    access_log_retention_days: int = field(metadata=_doc("Days S3 server access logs are kept."))
+
+    # --- notebook --------------------------------------------------------------------------------
+    notebook_instance_type: str = field(metadata=_doc("SageMaker notebook instance type."))
+    notebook_volume_size_gb: int = field(metadata=_doc("Notebook EBS volume size in GB."))
+    notebook_idle_minutes: int = field(metadata=_doc("Minutes without activity before the notebook stops."))
+
+    # --- training ---------------------------------------------------------------------------------
+    training_framework_version: str = field(
+        metadata=_doc("PyTorch training Deep Learning Container version (as in sagemaker-core's tables).")
+    )
+    training_instance_type: str = field(metadata=_doc("Instance type of the final training job."))
+    training_instance_count: int = field(
+        metadata=_doc("Instances of the final training job (PyTorch DDP across all of them).")
+    )
+    training_volume_size_gb: int = field(metadata=_doc("Training job EBS volume size in GB."))
+    training_backbone: str = field(metadata=_doc("ResNet backbone: resnet18, resnet34, resnet50 or resnet101."))
+    training_epochs: int = field(metadata=_doc("Epochs of the final training job."))
+    training_batch_size: int = field(metadata=_doc("Batch size per GPU when tuning is off."))
+    training_learning_rate: float = field(metadata=_doc("Learning rate when tuning is off."))
+    training_max_runtime_seconds: int = field(metadata=_doc("Stop a training job after this many seconds."))
+    training_use_spot: bool = field(metadata=_doc("Managed spot training (resumes from S3 checkpoints)."))
+    training_max_wait_seconds: int = field(
+        metadata=_doc("With spot: the most seconds to wait for capacity plus run time.")
+    )
+    quality_gate_min_test_accuracy: float = field(
+        metadata=_doc("The pipeline fails when the final model's test accuracy is below this (0 to 1).")
+    )
+
+    # --- hyperparameter tuning -----------------------------------------------------------------
+    tuning_enabled: bool = field(metadata=_doc("Tune hyperparameters before the final job, unless the input says."))
+    tuning_instance_type: str = field(metadata=_doc("Instance type of each tuning trial (one instance each)."))
+    tuning_max_jobs: int = field(metadata=_doc("Training jobs a tuning run may start."))
+    tuning_max_parallel_jobs: int = field(metadata=_doc("Tuning trials running at once."))
+    tuning_epochs: int = field(metadata=_doc("Epochs of each tuning trial."))
+    tuning_learning_rate_min: float = field(metadata=_doc("Lower bound of the learning-rate range (log scale)."))
+    tuning_learning_rate_max: float = field(metadata=_doc("Upper bound of the learning-rate range (log scale)."))
+    tuning_batch_sizes: tuple[int, ...] = field(metadata=_doc("Batch sizes the tuner chooses from."))
+
+    # --- EC2 training -------------------------------------------------------------------------
+    ec2_training_instance_type: str = field(
+        metadata=_doc("EC2 instance type for training on a Deep Learning AMI (a GPU type).")
+    )
+    ec2_training_volume_size_gb: int = field(metadata=_doc("Root volume of the EC2 training instance in GB."))
+
+    # --- endpoint ----------------------------------------------------------------------------
+    endpoint_name: str = field(metadata=_doc("Stable name of the real-time endpoint."))
+    inference_framework_version: str = field(
+        metadata=_doc("PyTorch inference Deep Learning Container version (as in sagemaker-core's tables).")
+    )
+    endpoint_instance_type: str = field(metadata=_doc("Endpoint instance type (a GPU type by default)."))
+    endpoint_min_capacity: int = field(metadata=_doc("Autoscaling minimum (also the initial instance count)."))
+    endpoint_max_capacity: int = field(metadata=_doc("Autoscaling maximum instance count."))
+    endpoint_target_invocations_per_instance: int = field(
+        metadata=_doc("Target of SageMakerVariantInvocationsPerInstance (invocations per minute per instance).")
+    )
+    endpoint_scale_in_cooldown_seconds: int = field(metadata=_doc("Seconds between scale-in activities."))
+    endpoint_scale_out_cooldown_seconds: int = field(metadata=_doc("Seconds between scale-out activities."))
+    endpoint_model_data_url: str = field(
+        metadata=_doc("Serve this s3://.../model.tar.gz instead of the last trained model (empty: last trained).")
+    )
+    endpoint_latency_alarm_ms: int = field(metadata=_doc("Alarm (and roll back) when p90 model latency exceeds this."))
+    top_k: int = field(metadata=_doc("Predictions returned per image unless the request asks otherwise."))
+
+    # --- invoker Lambda ------------------------------------------------------------------------
+    lambda_memory_mb: int = field(metadata=_doc("Memory of the invoker Lambda in MB."))
+    lambda_timeout_seconds: int = field(metadata=_doc("Timeout of the invoker Lambda in seconds."))
+    lambda_reserved_concurrency: int = field(metadata=_doc("Reserved concurrency of the invoker Lambda."))
+    lambda_provisioned_concurrency: int = field(metadata=_doc("Provisioned concurrency on the `live` alias (0: none)."))
+    lambda_provisioned_autoscaling: bool = field(
+        metadata=_doc("Target-track provisioned concurrency on its utilization.")
+    )
+    lambda_provisioned_max: int = field(metadata=_doc("With autoscaling: the most provisioned concurrency."))
+    lambda_provisioned_utilization_target: float = field(
+        metadata=_doc("With autoscaling: target provisioned-concurrency utilization (0 to 1).")
+    )
+    lambda_allow_http_urls: bool = field(metadata=_doc("Let the Lambda fetch http:// URLs (https only when false)."))
+    lambda_max_image_mb: int = field(metadata=_doc("Largest image the Lambda accepts or fetches, in MB."))
+    lambda_fetch_timeout_seconds: int = field(metadata=_doc("Connect and read timeout of the Lambda's URL fetch."))
+
+    # ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def docs(cls) -> dict[str, str]:
+        return {f.name: f.metadata["doc"] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_app(cls, scope: Construct) -> Settings:
+        """Settings for an app: cdk.json defaults, overridden by the app's context (``-c key=value``)."""
+        context = {k: scope.node.try_get_context(k) for k in _context_settings_keys(scope)}
+        return cls.from_mapping({**defaults(), **{k: v for k, v in context.items() if v is not None}})
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> Settings:
+        """Parse and validate a complete mapping of key to value (JSON values or -c strings)."""
+        problems: list[str] = []
+        parsed: dict[str, object] = {}
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                problems.append(f"{f.name} is missing: every setting needs a default in cdk.json's context.")
+                continue
+            try:
+                parsed[f.name] = _parse(hints[f.name], values[f.name])
+            except ValueError as err:
+                problems.append(f"{f.name}={_show(values[f.name])}: {err}")
+        problems.extend(_unknown_key_message(key) for key in sorted(set(values) - set(cls.keys())))
+        if len(parsed) < len(hints):
+            raise SettingsError(problems)
+        settings = cls(**parsed)  # type: ignore[arg-type]
+        problems.extend(settings.problems())
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some values changed, validated like any other."""
+        return type(self).from_mapping({**dataclasses.asdict(self), **changes})
+
+    # --- validation -------------------------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        """Every wrong value, each as one sentence naming the key, the value and what is accepted."""
+        p: list[str] = []
+        check = _Checker(self, p)
+
+        check.pattern("project_name", PROJECT_NAME, "2-20 lowercase letters, digits or hyphens, starting with a letter")
+        check.cidr("vpc_cidr")
+        check.one_of("nat_gateways", (0, 1, 2))
+        check.one_of("log_retention_days", LOG_RETENTION_DAYS)
+        check.at_least("access_log_retention_days", 1)
+
+        for key in (
+            "notebook_instance_type",
+            "training_instance_type",
+            "tuning_instance_type",
+            "endpoint_instance_type",
+        ):
+            check.pattern(key, ML_INSTANCE, "a SageMaker ML instance type such as ml.g4dn.xlarge")
+        check.ec2_instance("ec2_training_instance_type")
+        check.between("notebook_volume_size_gb", 5, 16384)
+        check.between("notebook_idle_minutes", 5, 1440)
+
+        check.framework_version("training_framework_version", "training")
+        check.framework_version("inference_framework_version", "inference")
+        check.between("training_instance_count", 1, 20)
+        check.between("training_volume_size_gb", 1, 16384)
+        check.one_of("training_backbone", BACKBONES)
+        check.between("training_epochs", 1, 1000)
+        check.between("training_batch_size", 1, 4096)
+        check.open_interval("training_learning_rate", 0.0, 1.0)
+        check.between("training_max_runtime_seconds", 60, 28 * 24 * 3600)
+        if self.training_use_spot and self.training_max_wait_seconds < self.training_max_runtime_seconds:
+            p.append(
+                f"training_max_wait_seconds={self.training_max_wait_seconds} must be at least "
+                f"training_max_runtime_seconds={self.training_max_runtime_seconds} when training_use_spot=true "
+                "(SageMaker counts the run time inside the wait)."
+            )
+        check.closed_interval("quality_gate_min_test_accuracy", 0.0, 1.0)
+
+        check.between("tuning_max_jobs", 1, 500)
+        check.between("tuning_max_parallel_jobs", 1, 100)
+        if self.tuning_max_parallel_jobs > self.tuning_max_jobs:
+            p.append(
+                f"tuning_max_parallel_jobs={self.tuning_max_parallel_jobs} must not exceed "
+                f"tuning_max_jobs={self.tuning_max_jobs}."
+            )
+        check.between("tuning_epochs", 1, 1000)
+        check.open_interval("tuning_learning_rate_min", 0.0, 1.0)
+        check.open_interval("tuning_learning_rate_max", 0.0, 1.0)
+        if self.tuning_learning_rate_min >= self.tuning_learning_rate_max:
+            p.append(
+                f"tuning_learning_rate_min={self.tuning_learning_rate_min} must be below "
+                f"tuning_learning_rate_max={self.tuning_learning_rate_max}."
+            )
+        if not self.tuning_batch_sizes or any(b < 1 or b > 4096 for b in self.tuning_batch_sizes):
+            p.append(
+                f"tuning_batch_sizes={_show(list(self.tuning_batch_sizes))}: accepted is a non-empty list of "
+                "batch sizes from 1 to 4096, for example 32,64,128."
+            )
+        elif len(set(self.tuning_batch_sizes)) != len(self.tuning_batch_sizes):
+            p.append(f"tuning_batch_sizes={_show(list(self.tuning_batch_sizes))}: each batch size may appear once.")
+
+        check.between("ec2_training_volume_size_gb", 75, 16384)
+
+        check.pattern("endpoint_name", ENDPOINT_NAME, "1-63 letters, digits or single hyphens")
+        check.at_least("endpoint_min_capacity", 1)
+        check.at_least("endpoint_max_capacity", 1)
+        if self.endpoint_min_capacity > self.endpoint_max_capacity:
+            p.append(
+                f"endpoint_min_capacity={self.endpoint_min_capacity} must not exceed "
+                f"endpoint_max_capacity={self.endpoint_max_capacity}."
+            )
+        check.at_least("endpoint_target_invocations_per_instance", 1)
+        check.between("endpoint_scale_in_cooldown_seconds", 0, 3600)
+        check.between("endpoint_scale_out_cooldown_seconds", 0, 3600)
+        if self.endpoint_model_data_url and not S3_URI.match(self.endpoint_model_data_url):
+            p.append(
+                f"endpoint_model_data_url={_show(self.endpoint_model_data_url)}: accepted is empty (serve the "
+                "last trained model) or an s3://bucket/key.tar.gz URI."
+            )
+        check.between("endpoint_latency_alarm_ms", 1, 60_000)
+        check.between("top_k", 1, 133)
+
+        check.between("lambda_memory_mb", 128, 10240)
+        check.between("lambda_timeout_seconds", 1, 900)
+        check.at_least("lambda_reserved_concurrency", 1)
+        check.at_least("lambda_provisioned_concurrency", 0)
+        if self.lambda_provisioned_concurrency > self.lambda_reserved_concurrency:
+            p.append(
+                f"lambda_provisioned_concurrency={self.lambda_provisioned_concurrency} must not exceed "
+                f"lambda_reserved_concurrency={self.lambda_reserved_concurrency}."
+            )
+        if self.lambda_provisioned_autoscaling:
+            if self.lambda_provisioned_concurrency < 1:
+                p.append(
+                    "lambda_provisioned_concurrency=0 must be at least 1 when lambda_provisioned_autoscaling=true "
+                    "(it is the autoscaling minimum)."
+                )
+            if not (
+                self.lambda_provisioned_concurrency <= self.lambda_provisioned_max <= self.lambda_reserved_concurrency
+            ):
+                p.append(
+                    f"lambda_provisioned_max={self.lambda_provisioned_max} must lie between "
+                    f"lambda_provisioned_concurrency={self.lambda_provisioned_concurrency} and "
+                    f"lambda_reserved_concurrency={self.lambda_reserved_concurrency}."
+                )
+        check.open_interval("lambda_provisioned_utilization_target", 0.0, 1.0)
+        check.between("lambda_max_image_mb", 1, 4)
+        check.between("lambda_fetch_timeout_seconds", 1, 60)
+        if self.lambda_fetch_timeout_seconds >= self.lambda_timeout_seconds:
+            p.append(
+                f"lambda_fetch_timeout_seconds={self.lambda_fetch_timeout_seconds} must be below "
+                f"lambda_timeout_seconds={self.lambda_timeout_seconds}, or the Lambda times out before the fetch."
+            )
+        return p
+
+    # --- derived values stacks use -------------------------------------------------------------
+
+    def stack_name(self, part: str) -> str:
+        return f"{self.project_name}-{part}"
+
+
+class _Checker:
+    """Small helpers that append one sentence per problem."""
+
+    def __init__(self, settings: Settings, problems: list[str]):
+        self.s = settings
+        self.p = problems
+
+    def _value(self, key: str):
+        return getattr(self.s, key)
+
+    def _fail(self, key: str, accepted: str) -> None:
+        self.p.append(f"{key}={_show(self._value(key))}: accepted is {accepted}.")
+
+    def pattern(self, key: str, regex: re.Pattern[str], accepted: str) -> None:
+        if not regex.match(self._value(key)):
+            self._fail(key, accepted)
+
+    def one_of(self, key: str, allowed: tuple) -> None:
+        if self._value(key) not in allowed:
+            self._fail(key, "one of " + ", ".join(str(a) for a in allowed))
+
+    def at_least(self, key: str, low: int) -> None:
+        if self._value(key) < low:
+            self._fail(key, f"a whole number of at least {low}")
+
+    def between(self, key: str, low: int, high: int) -> None:
+        if not low <= self._value(key) <= high:
+            self._fail(key, f"a whole number from {low} to {high}")
+
+    def open_interval(self, key: str, low: float, high: float) -> None:
+        if not low < self._value(key) < high:
+            self._fail(key, f"a number above {low} and below {high}")
+
+    def closed_interval(self, key: str, low: float, high: float) -> None:
+        if not low <= self._value(key) <= high:
+            self._fail(key, f"a number from {low} to {high}")
+
+    def cidr(self, key: str) -> None:
+        try:
+            net = ipaddress.IPv4Network(self._value(key), strict=True)
+        except ValueError:
+            self._fail(key, "an IPv4 network in CIDR notation, such as 10.42.0.0/16")
+            return
+        if not 16 <= net.prefixlen <= 22 or not net.is_private:
+            self._fail(key, "a private IPv4 network from /16 to /22, such as 10.42.0.0/16")
+
+    def ec2_instance(self, key: str) -> None:
+        value = self._value(key)
+        if value.startswith("ml.") or not EC2_INSTANCE.match(value):
+            self._fail(key, "an EC2 instance type without the ml. prefix, such as g4dn.xlarge")
+
+    def framework_version(self, key: str, scope: str) -> None:
+        versions = framework_versions(scope)
+        if self._value(key) not in versions:
+            self._fail(key, f"a PyTorch {scope} container version known to sagemaker-core: " + ", ".join(versions))
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+
+
+def cdk_json_context(path: Path = CDK_JSON) -> dict[str, object]:
+    """cdk.json's whole context: the settings' defaults and CDK's feature flags."""
+    return json.loads(path.read_text())["context"]
+
+
+def defaults(path: Path = CDK_JSON) -> dict[str, object]:
+    """The defaults: the settings keys of cdk.json's context."""
+    return {k: v for k, v in cdk_json_context(path).items() if _is_settings_key(k)}
+
+
+def _is_settings_key(key: str) -> bool:
+    # CDK's own context keys (feature flags, aws:cdk:*, acknowledged-issue-numbers) all contain
+    # '@', ':' or '-'; the settings are plain snake_case.
+    return re.fullmatch(r"[a-z][a-z0-9_]*", key) is not None
+
+
+def _context_settings_keys(scope: Construct) -> list[str]:
+    """The settings-like keys of the app's context (cdk.json, cdk.context.json and -c values)."""
+    return [k for k in scope.node.get_all_context() if _is_settings_key(k)]
+
+
+def _unknown_key_message(key: str) -> str:
+    close = difflib.get_close_matches(key, Settings.keys(), n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return f"{key} is not a setting.{hint} The settings are listed in the README and in cdk.json."
+
+
+def _show(value: object) -> str:
+    """A value as the user would type it: strings quoted, booleans lowercase."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str | list):
+        return json.dumps(value)
+    return str(value)
+
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def _parse(kind: object, value: object) -> object:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError("accepted is true or false.")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ValueError("accepted is a whole number.")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            return int(value)
+        raise ValueError("accepted is a whole number.")
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError("accepted is a number.")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError("accepted is a number.")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError("accepted is a string.")
+    if typing.get_origin(kind) is tuple:
+        items: object = value
+        if isinstance(value, str):
+            text = value.strip()
+            items = json.loads(text) if text.startswith("[") else [s for s in text.split(",") if s.strip()]
+        if not isinstance(items, list | tuple):
+            raise ValueError("accepted is a list, as JSON or comma-separated, for example 32,64,128.")
+        (item_kind, _) = typing.get_args(kind)
+        try:
+            return tuple(_parse(item_kind, i) for i in items)
+        except ValueError:
+            raise ValueError(
+                "accepted is a list of whole numbers, as JSON or comma-separated, for example 32,64,128."
+            ) from None
+    raise TypeError(f"no parser for {kind!r}")
+
+
+def markdown_table() -> str:
+    """The README's settings table: key, default (as JSON, as in cdk.json) and description."""
+    rows = ["| setting | default | what it sets |", "| --- | --- | --- |"]
+    values = defaults()
+    for key, doc in Settings.docs().items():
+        rows.append(f"| `{key}` | `{json.dumps(values[key])}` | {doc} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import pytest
+
+from stacks.settings import Settings, defaults
+from tests.synth import Assembly, synthesize
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """The defaults from cdk.json."""
+    return Settings.from_mapping(defaults())
+
+
+@pytest.fixture(scope="session")
+def assembly(tmp_path_factory: pytest.TempPathFactory) -> Assembly:
+    """The whole app with default settings, synthesized once (cdk-nag runs as part of it)."""
+    return synthesize(tmp_path_factory.mktemp("cdk.out"))
+
+
+@pytest.fixture(scope="session")
+def foundation(assembly: Assembly) -> dict:
+    return assembly.template("foundation")
