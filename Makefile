@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
-EXTRAS ?= dev
+EXTRAS ?= ml,local,dev
 CDK := PATH="$(BIN):$$PATH" npx --no-install cdk
 OUTDIR ?= cdk.out
 
