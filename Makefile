@@ -18,7 +18,7 @@ help:
 	@echo "make demo   set up, then synthesize the whole app (templates in $(OUTDIR)/)"
 	@echo "make test   set up, then run ruff and the whole test suite"
 	@echo "make synth  synthesize only (set-up assumed)"
-	@echo "make clean  remove .venv, node_modules and $(OUTDIR)"
+	@echo "make clean  remove .venv, node_modules, build and $(OUTDIR)"
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -54,4 +54,4 @@ format: setup
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) node_modules $(OUTDIR)
+	rm -rf $(VENV) node_modules $(OUTDIR) build

@@ -11,11 +11,13 @@ from cdk_nag import AwsSolutionsChecks
 
 from stacks.foundation import FoundationStack
 from stacks.settings import Settings
+from stacks.training import TrainingStack
 
 
 @dataclass(frozen=True)
 class AppStacks:
     foundation: FoundationStack
+    training: TrainingStack
 
 
 def environment(env: Mapping[str, str] = os.environ) -> Environment | None:
@@ -40,6 +42,17 @@ def build(app: App, settings: Settings, *, env: Environment | None = None) -> Ap
         description="Dog-breed classifier: VPC, KMS key, artifact and access-log buckets",
         **common,
     )
+    training = TrainingStack(
+        app,
+        settings.stack_name("training"),
+        settings=settings,
+        vpc=foundation.vpc,
+        subnets=foundation.workload_subnets,
+        key=foundation.key,
+        artifacts=foundation.artifacts,
+        description="Dog-breed classifier: training code, SageMaker execution role, training pipeline",
+        **common,
+    )
     Tags.of(app).add("project", settings.project_name)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
-    return AppStacks(foundation=foundation)
+    return AppStacks(foundation=foundation, training=training)

@@ -6,13 +6,16 @@ import re
 
 _TYPE = re.compile(r"^(?:ml\.)?(?P<family>[a-z][a-z0-9-]*)\.(?P<size>[a-z0-9]+)$")
 
-# Families whose instances carry NVMe instance storage although their name has no "d" attribute
-# (EC2's "Instance store volumes" table). SageMaker mounts that storage instead of an EBS volume
+# Instance types with NVMe instance storage. SageMaker mounts that storage instead of an EBS volume
 # and rejects a KMS key for it (VolumeKmsKeyId on training jobs, KmsKeyId on endpoint configs).
-_LOCAL_STORAGE_FAMILIES = frozenset(
-    {"g5", "g6", "g6e", "gr6", "g7e", "p5", "p5e", "p5en", "p6-b200", "trn1", "trn1n", "trn2", "x1", "x1e"}
+# The "d" attribute after the generation marks it in most names (m5d, c5d, r6id, g4dn, p3dn, p4d,
+# p4de); a few newer GPU families have it without the letter (EC2's "Instance store volumes" table).
+# One pattern, in the syntax Python and JavaScript (JSONata in the state machine) share, so a type
+# given at run time is judged by the same rule as one given in the settings.
+LOCAL_STORAGE_PATTERN = (
+    r"^(?:ml\.)?(?:[a-z]+[0-9]+[a-z]*d[a-z]*|g5|g6|g6e|gr6|g7e|p5|p5e|p5en|p6-b200|trn1|trn1n|trn2|x1|x1e)\."
 )
-# NVIDIA GPU families SageMaker offers (the CUDA images run on these).
+# NVIDIA GPU families SageMaker offers (the DLC's -gpu images run on these).
 _GPU_FAMILY = re.compile(r"^(p[2-6]|g4dn|g5|g6|g6e|gr6|g7e)")
 
 
@@ -25,16 +28,9 @@ def family(instance_type: str) -> str:
 
 
 def has_local_storage(instance_type: str) -> bool:
-    """True when the type has NVMe instance storage, so a volume KMS key must not be given.
-
-    The "d" attribute after the generation (m5d, c5d, r6id, g4dn, p3dn, p4d, p4de) marks it in the
-    name; a few newer GPU families have it without the letter.
-    """
-    fam = family(instance_type)
-    if fam in _LOCAL_STORAGE_FAMILIES:
-        return True
-    match = re.match(r"^[a-z]+\d+(?P<attributes>[a-z]*)", fam)
-    return bool(match and "d" in match.group("attributes"))
+    """True when the type has NVMe instance storage, so a volume KMS key must not be given."""
+    family(instance_type)  # rejects what is not an instance type
+    return re.match(LOCAL_STORAGE_PATTERN, instance_type) is not None
 
 
 def is_gpu(instance_type: str) -> bool:

@@ -8,6 +8,8 @@ acknowledgment still matches a finding on its construct, so none outlives its re
 
 from __future__ import annotations
 
+import json
+
 from aws_cdk import Acknowledgment, Stack, Validations
 from constructs import IConstruct
 
@@ -27,3 +29,37 @@ def acknowledge(construct: IConstruct, rule_id: str, reason: str) -> None:
         construct.node.add_metadata("dogbreeds:nag-audit", {"rule": rule_id, "reason": reason})
         return
     Validations.of(construct).acknowledge(Acknowledgment(id=rule_id, reason=reason))
+
+
+def acknowledge_wildcards(policy: IConstruct, reasons: dict[str, str]) -> None:
+    """Acknowledge AwsSolutions-IAM5 for each wildcard resource of ``policy``, each with its reason.
+
+    ``reasons`` maps the resource as written in the policy (tokens allowed) to why it needs a
+    wildcard; the finding ID is computed the way cdk-nag writes it.
+    """
+    for resource, reason in reasons.items():
+        acknowledge(policy, f"AwsSolutions-IAM5[Resource::{finding_resource(policy, resource)}]", reason)
+
+
+def finding_resource(scope: IConstruct, value: str) -> str:
+    """A resource as cdk-nag prints it in a finding: the resolved value with ``Fn::Join`` flattened,
+    ``Ref`` as ``<Name>``, ``Fn::GetAtt`` as ``<Logical.Attribute>``, ``Fn::ImportValue`` as the export
+    name, and other intrinsics as JSON."""
+    resolved = Stack.of(scope).resolve(value)
+    if isinstance(resolved, dict) and "Fn::Join" in resolved:
+        separator, parts = resolved["Fn::Join"]
+        return separator.join(_finding_part(part) for part in parts)
+    return _finding_part(resolved)
+
+
+def _finding_part(part: object) -> str:
+    if isinstance(part, str):
+        return part
+    if isinstance(part, dict) and "Ref" in part:
+        return f"<{part['Ref']}>"
+    if isinstance(part, dict) and "Fn::GetAtt" in part:
+        logical_id, attribute = part["Fn::GetAtt"]
+        return f"<{logical_id}.{attribute}>"
+    if isinstance(part, dict) and isinstance(part.get("Fn::ImportValue"), str):
+        return part["Fn::ImportValue"]
+    return json.dumps(part, separators=(",", ":"))

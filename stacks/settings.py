@@ -19,17 +19,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.images import framework_versions
 
 CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
 
-# Values CloudWatch Logs accepts for a log group's retention, in days.
-LOG_RETENTION_DAYS = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
-)  # fmt: skip
+# Values CloudWatch Logs accepts for a log group's retention, in days, with the CDK's names for them.
+_RETENTION_NAMES = {
+    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
+    60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS",
+    365: "ONE_YEAR", 400: "THIRTEEN_MONTHS", 545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS",
+    1827: "FIVE_YEARS", 2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
+    3653: "TEN_YEARS",
+}  # fmt: skip
+LOG_RETENTION_DAYS = tuple(_RETENTION_NAMES)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+TRAINABLE = ("head", "last_block", "all")
 
 ML_INSTANCE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 EC2_INSTANCE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
@@ -83,6 +90,8 @@ class Settings:
     )
     training_volume_size_gb: int = field(metadata=_doc("Training job EBS volume size in GB."))
     training_backbone: str = field(metadata=_doc("ResNet backbone: resnet18, resnet34, resnet50 or resnet101."))
+    training_trainable: str = field(metadata=_doc("What is fine-tuned: head, last_block (layer4 and head) or all."))
+    training_patience: int = field(metadata=_doc("Stop early after this many epochs without a better valid loss."))
     training_epochs: int = field(metadata=_doc("Epochs of the final training job."))
     training_batch_size: int = field(metadata=_doc("Batch size per GPU when tuning is off."))
     training_learning_rate: float = field(metadata=_doc("Learning rate when tuning is off."))
@@ -218,6 +227,8 @@ class Settings:
         check.between("training_instance_count", 1, 20)
         check.between("training_volume_size_gb", 1, 16384)
         check.one_of("training_backbone", BACKBONES)
+        check.one_of("training_trainable", TRAINABLE)
+        check.between("training_patience", 1, 1000)
         check.between("training_epochs", 1, 1000)
         check.between("training_batch_size", 1, 4096)
         check.open_interval("training_learning_rate", 0.0, 1.0)
@@ -311,6 +322,10 @@ class Settings:
 
     def stack_name(self, part: str) -> str:
         return f"{self.project_name}-{part}"
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        return logs.RetentionDays[_RETENTION_NAMES[self.log_retention_days]]
 
 
 class _Checker:

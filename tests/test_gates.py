@@ -15,6 +15,7 @@ from stacks.nag import AUDIT_CONTEXT_KEY, acknowledge
 from tests.synth import make_app, synthesize
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_whole_app_synthesizes_with_no_unacknowledged_nag_finding(assembly):
@@ -79,7 +80,8 @@ def test_acknowledge_refuses_vague_or_broad_acknowledgments():
 
 def test_cfn_lint_passes_on_every_template(assembly):
     paths = [str(p) for p in assembly.template_paths()]
-    result = subprocess.run([str(CFN_LINT), *paths], capture_output=True, text=True, timeout=600)
+    # .cfnlintrc.yaml at the repository root holds the one check that is ignored, with its reason.
+    result = subprocess.run([str(CFN_LINT), *paths], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

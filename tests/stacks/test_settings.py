@@ -13,7 +13,7 @@ import pytest
 
 from stacks.settings import Settings, SettingsError, defaults
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _error(**overrides) -> list[str]:

@@ -1,0 +1,1 @@
+"""Constructs shared by more than one stack."""
