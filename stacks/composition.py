@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
+from stacks.ec2_training import Ec2TrainingStack
 from stacks.foundation import FoundationStack
+from stacks.notebook import NotebookStack
 from stacks.settings import Settings
 from stacks.training import TrainingStack
 
@@ -18,6 +20,8 @@ from stacks.training import TrainingStack
 class AppStacks:
     foundation: FoundationStack
     training: TrainingStack
+    notebook: NotebookStack
+    ec2_training: Ec2TrainingStack
 
 
 def environment(env: Mapping[str, str] = os.environ) -> Environment | None:
@@ -53,6 +57,29 @@ def build(app: App, settings: Settings, *, env: Environment | None = None) -> Ap
         description="Dog-breed classifier: training code, SageMaker execution role, training pipeline",
         **common,
     )
+    shared = {
+        "vpc": foundation.vpc,
+        "subnets": foundation.workload_subnets,
+        "key": foundation.key,
+        "artifacts": foundation.artifacts,
+    }
+    notebook = NotebookStack(
+        app,
+        settings.stack_name("notebook"),
+        settings=settings,
+        state_machine=training.state_machine,
+        description="Dog-breed classifier: the team's notebook instance with idle auto-stop",
+        **shared,
+        **common,
+    )
+    ec2_training = Ec2TrainingStack(
+        app,
+        settings.stack_name("ec2-training"),
+        settings=settings,
+        description="Dog-breed classifier: one training run on a Deep Learning AMI instance (deploy to start)",
+        **shared,
+        **common,
+    )
     Tags.of(app).add("project", settings.project_name)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
-    return AppStacks(foundation=foundation, training=training)
+    return AppStacks(foundation=foundation, training=training, notebook=notebook, ec2_training=ec2_training)

@@ -41,6 +41,10 @@ def load_metrics_module() -> ModuleType:
     return module
 
 
+def state_machine_name(settings: Settings) -> str:
+    return f"{settings.project_name}-training"
+
+
 def parameter_names(settings: Settings) -> tuple[str, str]:
     """The SSM parameters of the handoff: the model artifact's S3 URI and its metrics (JSON)."""
     return f"/{settings.project_name}/model/data-url", f"/{settings.project_name}/model/metrics"
@@ -134,7 +138,7 @@ class TrainingStack(Stack):
         self.state_machine = sfn.StateMachine(
             self,
             "Pipeline",
-            state_machine_name=f"{s.project_name}-training",
+            state_machine_name=state_machine_name(s),
             definition_body=sfn.DefinitionBody.from_string(self.to_json_string(definition(s, resources))),
             role=pipeline_role,
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
@@ -196,7 +200,7 @@ class TrainingStack(Stack):
                 resources=["*"],
                 conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
             ),
-            *vpc_network_interface_statements(self, vpc, subnet_ids, [self.job_security_group]),
+            *vpc_network_interface_statements(vpc, subnet_ids, [self.job_security_group]),
         ]:
             policy.add_statements(statement)
         self.code.grant_read(role)

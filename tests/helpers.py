@@ -45,3 +45,35 @@ def refs(value: Any) -> set[str]:
         for v in value:
             found |= refs(v)
     return found
+
+
+def as_list(value: Any) -> list:
+    """A policy's Action or Resource as a list (IAM allows a single value or a list)."""
+    return value if isinstance(value, list) else [value]
+
+
+def policy_statements(template: dict, policy_id_part: str) -> dict[str, dict]:
+    """The statements of the AWS::IAM::Policy resources whose logical ID contains ``policy_id_part``, by Sid."""
+    policies = {k: v for k, v in resources(template, "AWS::IAM::Policy").items() if policy_id_part in k}
+    return {
+        statement.get("Sid", f"{logical_id}:{index}"): statement
+        for logical_id, policy in policies.items()
+        for index, statement in enumerate(policy["Properties"]["PolicyDocument"]["Statement"])
+    }
+
+
+def arn_text(value: Any) -> str:
+    """An ARN with its intrinsics shown as <...>, for reading and for endswith() checks."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        return "".join(arn_text(p) for p in value["Fn::Join"][1])
+    if "Ref" in value:
+        return f"<{value['Ref']}>"
+    if "Fn::ImportValue" in value:
+        return f"<{value['Fn::ImportValue']}>"
+    if "Fn::GetAtt" in value:
+        return f"<{'.'.join(value['Fn::GetAtt'])}>"
+    if "Fn::Sub" in value:
+        return value["Fn::Sub"]
+    return f"<{next(iter(value))}>"

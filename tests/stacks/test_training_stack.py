@@ -10,7 +10,7 @@ import pytest
 import metrics
 from stacks.constructs.code_asset import build_code_archive, code_files
 from stacks.training import NOT_TRAINED
-from tests.helpers import one, resources
+from tests.helpers import arn_text, as_list, one, policy_statements
 from tests.stacks.asl import Interpreter, TaskFailedError, definition_from_template
 
 TRAINING_SYNC = "arn:aws:states:::sagemaker:createTrainingJob.sync"
@@ -97,15 +97,6 @@ def test_code_archive_changes_only_when_the_code_changes(tmp_path):
 # --- the execution role ----------------------------------------------------------------------
 
 
-def _statements(template: dict, policy_name_part: str) -> dict[str, dict]:
-    policies = {k: v for k, v in resources(template, "AWS::IAM::Policy").items() if policy_name_part in k}
-    return {
-        s.get("Sid", f"{k}:{i}"): s
-        for k, p in policies.items()
-        for i, s in enumerate(p["Properties"]["PolicyDocument"]["Statement"])
-    }
-
-
 def test_execution_role_is_assumed_by_sagemaker_of_this_account_only(training):
     _, role = one(
         training, "AWS::IAM::Role", {"Description": "SageMaker training and tuning jobs of the dog-breed classifier"}
@@ -117,8 +108,8 @@ def test_execution_role_is_assumed_by_sagemaker_of_this_account_only(training):
 
 
 def test_execution_role_statements_are_exactly_these(training):
-    statements = _statements(training, "ExecutionPolicy")
-    actions = {sid: sorted(_as_list(s["Action"])) for sid, s in statements.items()}
+    statements = policy_statements(training, "ExecutionPolicy")
+    actions = {sid: sorted(as_list(s["Action"])) for sid, s in statements.items()}
     assert actions == {
         "ArtifactsList": ["s3:ListBucket"],
         "ArtifactsRead": ["s3:GetObject"],
@@ -144,28 +135,30 @@ def test_execution_role_statements_are_exactly_these(training):
             "ec2:DescribeVpcs",
         ],
     }
-    prefixes = lambda sid: sorted(_join(r).rsplit("/", 2)[-2] + "/" for r in _as_list(statements[sid]["Resource"]))  # noqa: E731
+    prefixes = lambda sid: sorted(arn_text(r).rsplit("/", 2)[-2] + "/" for r in as_list(statements[sid]["Resource"]))  # noqa: E731
     assert prefixes("ArtifactsWrite") == ["checkpoints/", "models/"]
-    reads = sorted(_join(r).split("dogbreeds-artifact-bucket>/", 1)[1] for r in statements["ArtifactsRead"]["Resource"])
+    reads = sorted(
+        arn_text(r).split("dogbreeds-artifact-bucket>/", 1)[1] for r in statements["ArtifactsRead"]["Resource"]
+    )
     assert reads == ["checkpoints/*", "datasets/dogImages/*", "pretrained/*"]
     assert statements["JobMetrics"]["Condition"] == {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}
     assert statements["EncryptVolumes"]["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
     assert "ec2:Vpc" in statements["ManageInterfacesInOurVpc"]["Condition"]["ArnEquals"]
-    assert _join(statements["PullTrainingImage"]["Resource"]).endswith(":repository/pytorch-training")
+    assert arn_text(statements["PullTrainingImage"]["Resource"]).endswith(":repository/pytorch-training")
     # The code asset: one object, read only.
-    (code,) = [s for s in _statements(training, "ExecutionRoleDefaultPolicy").values()]
-    assert code["Action"] == "s3:GetObject" and _join(code["Resource"]).endswith(".gz")
+    (code,) = [s for s in policy_statements(training, "ExecutionRoleDefaultPolicy").values()]
+    assert code["Action"] == "s3:GetObject" and arn_text(code["Resource"]).endswith(".gz")
 
 
 def test_pipeline_role_runs_only_its_own_jobs_and_passes_only_the_execution_role(training):
-    statements = _statements(training, "PipelinePolicy")
-    assert _join(statements["RunTrainingJobs"]["Resource"]).endswith(":training-job/dogbreeds-*")
-    assert _join(statements["RunTuningJobs"]["Resource"]).endswith(":hyper-parameter-tuning-job/dogbreeds-*")
+    statements = policy_statements(training, "PipelinePolicy")
+    assert arn_text(statements["RunTrainingJobs"]["Resource"]).endswith(":training-job/dogbreeds-*")
+    assert arn_text(statements["RunTuningJobs"]["Resource"]).endswith(":hyper-parameter-tuning-job/dogbreeds-*")
     passing = statements["PassExecutionRole"]
     assert passing["Action"] == "iam:PassRole"
     assert passing["Resource"]["Fn::GetAtt"][0].startswith("ExecutionRole")
     assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
-    assert sorted(_join(r).rsplit(":", 1)[-1] for r in statements["HandOffModel"]["Resource"]) == [
+    assert sorted(arn_text(r).rsplit(":", 1)[-1] for r in statements["HandOffModel"]["Resource"]) == [
         "parameter/dogbreeds/model/data-url",
         "parameter/dogbreeds/model/metrics",
     ]
@@ -416,24 +409,3 @@ def test_each_execution_gets_its_own_job_names(definition):
     second = Interpreter(definition, fake, execution_id="arn:aws:states:r:a:execution:m:two").run({"tune": False})
     assert first.call("Train")["TrainingJobName"] != second.call("Train")["TrainingJobName"]
     assert first.call("Train")["TrainingJobName"].startswith("dogbreeds-train-")
-
-
-def _as_list(value):
-    return value if isinstance(value, list) else [value]
-
-
-def _join(value) -> str:
-    """A resource ARN with intrinsics shown as <...>, for reading."""
-    if isinstance(value, str):
-        return value
-    if "Fn::Join" in value:
-        return "".join(_join(p) for p in value["Fn::Join"][1])
-    if "Ref" in value:
-        return f"<{value['Ref']}>"
-    if "Fn::ImportValue" in value:
-        return f"<{value['Fn::ImportValue']}>"
-    if "Fn::GetAtt" in value:
-        return f"<{'.'.join(value['Fn::GetAtt'])}>"
-    if "Fn::Sub" in value:
-        return value["Fn::Sub"]
-    return f"<{next(iter(value))}>"

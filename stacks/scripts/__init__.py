@@ -1,0 +1,1 @@
+"""Scripts that run on deployed instances; the stacks embed them (lifecycle configs, user data)."""
