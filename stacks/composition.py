@@ -10,7 +10,9 @@ from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
 from stacks.ec2_training import Ec2TrainingStack
+from stacks.endpoint import EndpointStack
 from stacks.foundation import FoundationStack
+from stacks.invoker import InvokerStack
 from stacks.notebook import NotebookStack
 from stacks.settings import Settings
 from stacks.training import TrainingStack
@@ -22,6 +24,8 @@ class AppStacks:
     training: TrainingStack
     notebook: NotebookStack
     ec2_training: Ec2TrainingStack
+    endpoint: EndpointStack
+    invoker: InvokerStack
 
 
 def environment(env: Mapping[str, str] = os.environ) -> Environment | None:
@@ -80,6 +84,35 @@ def build(app: App, settings: Settings, *, env: Environment | None = None) -> Ap
         **shared,
         **common,
     )
+    endpoint = EndpointStack(
+        app,
+        settings.stack_name("endpoint"),
+        settings=settings,
+        description="Dog-breed classifier: GPU real-time endpoint with autoscaling, alarms and dashboard",
+        **shared,
+        **common,
+    )
+    # The endpoint reads the model the training pipeline handed off: deploy training first.
+    endpoint.add_stack_dependency(training, "the endpoint serves the model the training pipeline hands off")
+    invoker = InvokerStack(
+        app,
+        settings.stack_name("invoker"),
+        settings=settings,
+        vpc=foundation.vpc,
+        subnets=foundation.workload_subnets,
+        endpoint_name=endpoint.endpoint_name,
+        endpoint_arn=endpoint.endpoint_arn,
+        description="Dog-breed classifier: the least-privilege Lambda that calls the endpoint",
+        **common,
+    )
+    invoker.add_stack_dependency(endpoint, "the Lambda calls the endpoint")
     Tags.of(app).add("project", settings.project_name)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
-    return AppStacks(foundation=foundation, training=training, notebook=notebook, ec2_training=ec2_training)
+    return AppStacks(
+        foundation=foundation,
+        training=training,
+        notebook=notebook,
+        ec2_training=ec2_training,
+        endpoint=endpoint,
+        invoker=invoker,
+    )

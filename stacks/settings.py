@@ -40,8 +40,9 @@ TRAINABLE = ("head", "last_block", "all")
 
 ML_INSTANCE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 EC2_INSTANCE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
-# A SageMaker endpoint name: letters, digits and single hyphens, at most 63 characters.
-ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,62}$")
+# A SageMaker endpoint name: lowercase letters, digits and single hyphens, at most 63 characters.
+# (SageMaker writes endpoint ARNs in lowercase; a lowercase name keeps IAM resource ARNs exact.)
+ENDPOINT_NAME = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,62}$")
 SSM_AMI_PARAMETER = re.compile(r"^/aws/service/[A-Za-z0-9_./-]+/ami-id$")
 RUN_ID = re.compile(r"^[A-Za-z0-9-]{1,32}$")
 PROJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,19}$")
@@ -278,7 +279,7 @@ class Settings:
         )
         check.pattern("ec2_training_run_id", RUN_ID, "1-32 letters, digits or hyphens")
 
-        check.pattern("endpoint_name", ENDPOINT_NAME, "1-63 letters, digits or single hyphens")
+        check.pattern("endpoint_name", ENDPOINT_NAME, "1-63 lowercase letters, digits or single hyphens")
         check.at_least("endpoint_min_capacity", 1)
         check.at_least("endpoint_max_capacity", 1)
         if self.endpoint_min_capacity > self.endpoint_max_capacity:

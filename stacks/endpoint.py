@@ -1,0 +1,373 @@
+"""The GPU real-time endpoint: model, endpoint config, a stable endpoint, autoscaling, alarms, dashboard.
+
+The model artifact comes from the training pipeline's handoff (an SSM parameter read at deploy time)
+or from the setting endpoint_model_data_url. The serving code travels inside model.tar.gz, under
+code/ (train.py puts it there): with network isolation on, the container cannot download a code
+package itself, which is also why the SageMaker SDK repacks models this way.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, CfnOutput, CfnParameter, CfnRule, CfnRuleAssertion, Duration, Fn, Stack
+from aws_cdk import aws_applicationautoscaling as autoscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from stacks.constructs.iam import kms_data_statement, vpc_network_interface_statements
+from stacks.foundation import PREFIXES, ArtifactBucketRef
+from stacks.images import pytorch_image
+from stacks.instances import has_local_storage
+from stacks.nag import acknowledge_wildcards
+from stacks.settings import Settings
+from stacks.training import NOT_TRAINED, parameter_names
+
+VARIANT = "AllTraffic"
+SERVING_CODE_DIR = "/opt/ml/model/code"  # where the container finds code/ of the extracted model.tar.gz
+INFERENCE_PROGRAM = "inference.py"
+NOT_TRAINED_MESSAGE = (
+    "No model has been trained yet: run the training pipeline (dogbreeds train, or start the "
+    "{state_machine} state machine) and let it pass the quality gate, then deploy this stack again. "
+    "To serve a model you have, set endpoint_model_data_url."
+)
+
+
+def lambda_function_name(settings: Settings) -> str:
+    """The invoker Lambda's name, known here so the dashboard needs no reference to its stack."""
+    return f"{settings.project_name}-predict"
+
+
+class EndpointStack(Stack):
+    """SageMaker model (network-isolated, in the VPC), endpoint config, endpoint, scaling, alarms."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: Settings,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        key: kms.IKey,
+        artifacts: ArtifactBucketRef,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        s = settings
+        subnet_ids = vpc.select_subnets(subnet_type=subnets.subnet_type).subnet_ids
+        self.endpoint_name = s.endpoint_name
+        self.endpoint_arn = f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:endpoint/{s.endpoint_name}"
+        model_data_url = self._model_data_url(s)
+        image = pytorch_image("inference", s.inference_framework_version, s.endpoint_instance_type)
+
+        security_group = ec2.SecurityGroup(
+            self,
+            "ModelSecurityGroup",
+            vpc=vpc,
+            description="Endpoint instances: no inbound traffic; HTTPS out for the model download",
+            allow_all_outbound=False,
+        )
+        security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "model artifact download from S3")
+        role, policy = self._model_role(
+            s, vpc, subnet_ids, security_group, key, artifacts, image.repository_arn_in(self)
+        )
+
+        self.model = sagemaker.CfnModel(
+            self,
+            "Model",
+            execution_role_arn=role.role_arn,
+            enable_network_isolation=True,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=image.uri_in(self),
+                model_data_url=model_data_url,
+                environment={
+                    "SAGEMAKER_PROGRAM": INFERENCE_PROGRAM,
+                    "SAGEMAKER_SUBMIT_DIRECTORY": SERVING_CODE_DIR,
+                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                    "SAGEMAKER_REGION": Aws.REGION,
+                    "TOP_K": str(s.top_k),
+                },
+            ),
+            vpc_config=sagemaker.CfnModel.VpcConfigProperty(
+                subnets=subnet_ids, security_group_ids=[security_group.security_group_id]
+            ),
+        )
+        # The container starts (and reads its artifact) only once its permissions exist.
+        self.model.node.add_dependency(policy)
+
+        self.config = sagemaker.CfnEndpointConfig(
+            self,
+            "Config",
+            # Instance types with NVMe storage encrypt it in hardware and reject a volume key.
+            kms_key_id=None if has_local_storage(s.endpoint_instance_type) else key.key_arn,
+            production_variants=[
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT,
+                    model_name=self.model.attr_model_name,
+                    instance_type=s.endpoint_instance_type,
+                    initial_instance_count=s.endpoint_min_capacity,
+                    initial_variant_weight=1.0,
+                )
+            ],
+        )
+
+        self.alarms = self._alarms(s)
+        self.endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=s.endpoint_name,
+            endpoint_config_name=self.config.attr_endpoint_config_name,
+            # Keep the instance count autoscaling chose when a new model or config is rolled out.
+            retain_all_variant_properties=True,
+            deployment_config=sagemaker.CfnEndpoint.DeploymentConfigProperty(
+                blue_green_update_policy=sagemaker.CfnEndpoint.BlueGreenUpdatePolicyProperty(
+                    traffic_routing_configuration=sagemaker.CfnEndpoint.TrafficRoutingConfigProperty(
+                        type="ALL_AT_ONCE", wait_interval_in_seconds=0
+                    ),
+                    # The old fleet stays for this long while the alarms watch the new one.
+                    termination_wait_in_seconds=600,
+                    maximum_execution_timeout_in_seconds=3600,
+                ),
+                auto_rollback_configuration=sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
+                    alarms=[sagemaker.CfnEndpoint.AlarmProperty(alarm_name=a.alarm_name) for a in self.alarms]
+                ),
+            ),
+        )
+
+        target = autoscaling.ScalableTarget(
+            self,
+            "ScalableTarget",
+            service_namespace=autoscaling.ServiceNamespace.SAGEMAKER,
+            resource_id=f"endpoint/{s.endpoint_name}/variant/{VARIANT}",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            min_capacity=s.endpoint_min_capacity,
+            max_capacity=s.endpoint_max_capacity,
+        )
+        target.node.add_dependency(self.endpoint)
+        target.scale_to_track_metric(
+            "InvocationsPerInstance",
+            target_value=s.endpoint_target_invocations_per_instance,
+            predefined_metric=autoscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
+            scale_in_cooldown=Duration.seconds(s.endpoint_scale_in_cooldown_seconds),
+            scale_out_cooldown=Duration.seconds(s.endpoint_scale_out_cooldown_seconds),
+        )
+        self.dashboard = self._dashboard(s)
+
+        CfnOutput(self, "EndpointName", value=s.endpoint_name)
+        CfnOutput(self, "ModelDataUrl", value=model_data_url)
+        CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name)
+
+    # --- the model artifact ---------------------------------------------------------------
+
+    def _model_data_url(self, s: Settings) -> str:
+        if s.endpoint_model_data_url:
+            return s.endpoint_model_data_url
+        model_parameter, _ = parameter_names(s)
+        parameter = CfnParameter(
+            self,
+            "ModelDataUrlParameter",
+            type="AWS::SSM::Parameter::Value<String>",
+            default=model_parameter,
+            description="SSM parameter holding the S3 URI of the model to serve (written by the training pipeline)",
+        )
+        # Checked before any resource is created or changed: no half-made endpoint without a model.
+        CfnRule(
+            self,
+            "ModelIsTrained",
+            assertions=[
+                CfnRuleAssertion(
+                    assert_=Fn.condition_not(Fn.condition_equals(parameter.value_as_string, NOT_TRAINED)),
+                    assert_description=NOT_TRAINED_MESSAGE.format(state_machine=f"{s.project_name}-training"),
+                )
+            ],
+        )
+        return parameter.value_as_string
+
+    # --- the model's role --------------------------------------------------------------------
+
+    def _model_role(
+        self,
+        s: Settings,
+        vpc: ec2.IVpc,
+        subnet_ids: list[str],
+        security_group: ec2.ISecurityGroup,
+        key: kms.IKey,
+        artifacts: ArtifactBucketRef,
+        repository_arn: str,
+    ) -> tuple[iam.Role, iam.Policy]:
+        role = iam.Role(
+            self,
+            "ModelRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com").with_conditions(
+                {"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
+            ),
+            description="The endpoint's model: read the artifact, pull the image, write logs and metrics",
+        )
+        model_prefixes = (PREFIXES.models, PREFIXES.ec2_models)
+        arn = f"arn:{Aws.PARTITION}"
+        logs = f"{arn}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/Endpoints/{s.endpoint_name}:*"
+        policy = iam.Policy(
+            self,
+            "ModelPolicy",
+            roles=[role],
+            statements=[
+                iam.PolicyStatement(
+                    sid="ReadModelArtifact",
+                    actions=["s3:GetObject"],
+                    resources=[artifacts.objects_arn(p) for p in model_prefixes],
+                ),
+                kms_data_statement(key, sid="UseStackKey"),
+                iam.PolicyStatement(
+                    sid="PullInferenceImage",
+                    actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                    resources=[repository_arn],
+                ),
+                iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+                iam.PolicyStatement(
+                    sid="EndpointLogs",
+                    actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=[logs],
+                ),
+                iam.PolicyStatement(
+                    sid="EndpointMetrics",
+                    actions=["cloudwatch:PutMetricData"],
+                    resources=["*"],
+                    conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+                ),
+                *vpc_network_interface_statements(vpc, subnet_ids, [security_group]),
+            ],
+        )
+        acknowledge_wildcards(
+            policy,
+            {
+                "*": "ecr:GetAuthorizationToken, cloudwatch:PutMetricData (limited to SageMaker's namespaces by "
+                "condition) and the EC2 Describe* calls support no resource-level permissions",
+                f"{arn}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:network-interface/*": "the endpoint's interfaces are "
+                "created by SageMaker with IDs not known before; the ec2:Vpc condition keeps them in our VPC",
+                logs: "SageMaker names the log streams after the endpoint's instances, in the endpoint's log group",
+                **{
+                    artifacts.objects_arn(p): f"model artifacts under {p} are named by the training job; the "
+                    "endpoint reads whichever one it is given, and nothing outside those prefixes"
+                    for p in model_prefixes
+                },
+            },
+        )
+        return role, policy
+
+    # --- alarms and dashboard --------------------------------------------------------------------
+
+    def _metric(self, name: str, statistic: str, period_seconds: int = 60) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace="AWS/SageMaker",
+            metric_name=name,
+            dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT},
+            statistic=statistic,
+            period=Duration.seconds(period_seconds),
+        )
+
+    def _alarms(self, s: Settings) -> list[cloudwatch.Alarm]:
+        """5XX errors, model latency and model errors: the alarms that roll a deployment back."""
+        common = {"treat_missing_data": cloudwatch.TreatMissingData.NOT_BREACHING, "datapoints_to_alarm": 2}
+        return [
+            cloudwatch.Alarm(
+                self,
+                "Errors5xx",
+                alarm_name=f"{s.endpoint_name}-5xx-errors",
+                alarm_description="The endpoint answered 5XX to more than 1% of invocations",
+                metric=cloudwatch.MathExpression(
+                    expression="100 * errors / MAX([invocations, 1])",
+                    using_metrics={
+                        "errors": self._metric("Invocation5XXErrors", "Sum"),
+                        "invocations": self._metric("Invocations", "Sum"),
+                    },
+                    period=Duration.minutes(1),
+                    label="5XX errors (% of invocations)",
+                ),
+                threshold=1,
+                evaluation_periods=3,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                **common,
+            ),
+            cloudwatch.Alarm(
+                self,
+                "ModelLatency",
+                alarm_name=f"{s.endpoint_name}-model-latency",
+                alarm_description=f"p90 model latency above {s.endpoint_latency_alarm_ms} ms",
+                metric=self._metric("ModelLatency", "p90"),
+                threshold=s.endpoint_latency_alarm_ms * 1000,  # the metric is in microseconds
+                evaluation_periods=3,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                **common,
+            ),
+            cloudwatch.Alarm(
+                self,
+                "ModelErrors",
+                alarm_name=f"{s.endpoint_name}-model-errors",
+                alarm_description="The model container failed invocations (InvocationModelErrors)",
+                metric=self._metric("InvocationModelErrors", "Sum"),
+                threshold=0,
+                evaluation_periods=3,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                **common,
+            ),
+        ]
+
+    def _dashboard(self, s: Settings) -> cloudwatch.Dashboard:
+        function = lambda_function_name(s)
+
+        def lambda_metric(name: str, statistic: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace="AWS/Lambda",
+                metric_name=name,
+                dimensions_map={"FunctionName": function, "Resource": f"{function}:live"},
+                statistic=statistic,
+                period=Duration.minutes(1),
+            )
+
+        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{s.project_name}-serving")
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Endpoint invocations",
+                left=[self._metric("Invocations", "Sum"), self._metric("InvocationsPerInstance", "Sum")],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Endpoint latency (microseconds)",
+                left=[self._metric("ModelLatency", "p50"), self._metric("ModelLatency", "p90")],
+                right=[self._metric("OverheadLatency", "p90")],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Endpoint errors",
+                left=[
+                    self._metric("Invocation4XXErrors", "Sum"),
+                    self._metric("Invocation5XXErrors", "Sum"),
+                    self._metric("InvocationModelErrors", "Sum"),
+                ],
+                width=8,
+            ),
+            cloudwatch.AlarmStatusWidget(title="Rollback alarms", alarms=self.alarms, width=24, height=3),
+            cloudwatch.GraphWidget(
+                title="Lambda invocations and errors",
+                left=[lambda_metric("Invocations", "Sum"), lambda_metric("Errors", "Sum")],
+                right=[lambda_metric("Throttles", "Sum")],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Lambda duration (ms)",
+                left=[lambda_metric("Duration", "p50"), lambda_metric("Duration", "p90")],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Lambda concurrency",
+                left=[
+                    lambda_metric("ConcurrentExecutions", "Maximum"),
+                    lambda_metric("ProvisionedConcurrencyUtilization", "Maximum"),
+                ],
+                width=8,
+            ),
+        )
+        return dashboard

@@ -1,0 +1,271 @@
+"""The endpoint and invoker stacks: model, config, endpoint, scaling, alarms; the least-privilege Lambda."""
+
+from __future__ import annotations
+
+import pytest
+from aws_cdk import aws_lambda as lambda_
+
+from stacks.instances import has_local_storage
+from stacks.training import NOT_TRAINED
+from tests.helpers import arn_text, as_list, one, policy_statements, refs, resources
+from tests.synth import synthesize
+
+ENDPOINT_ARN_SUFFIX = ":endpoint/dog-breed-classifier"
+
+
+@pytest.fixture(scope="module")
+def endpoint(assembly) -> dict:
+    return assembly.template("endpoint")
+
+
+@pytest.fixture(scope="module")
+def invoker(assembly) -> dict:
+    return assembly.template("invoker")
+
+
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory):
+    """Other branches: a CPU type without NVMe, an explicit model, provisioned-concurrency autoscaling."""
+    return synthesize(
+        tmp_path_factory.mktemp("serving-variant"),
+        endpoint_instance_type="ml.c5.xlarge",
+        endpoint_model_data_url="s3://my-models/breeds/model.tar.gz",
+        lambda_provisioned_autoscaling="true",
+        lambda_allow_http_urls="true",
+    )
+
+
+# --- endpoint ---------------------------------------------------------------------------------
+
+
+def test_model_is_network_isolated_in_the_vpc_with_code_from_the_artifact(endpoint):
+    _, model = one(endpoint, "AWS::SageMaker::Model")
+    props = model["Properties"]
+    assert props["EnableNetworkIsolation"] is True
+    assert props["VpcConfig"]["Subnets"] and props["VpcConfig"]["SecurityGroupIds"]
+    container = props["PrimaryContainer"]
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
+    assert container["ModelDataUrl"] == {"Ref": "ModelDataUrlParameter"}
+    assert arn_text(container["Image"]).endswith("/pytorch-inference:2.6.0-gpu-py312")
+    mapping = endpoint["Mappings"]["PyTorchInferenceRegistry260"]
+    assert mapping["us-east-1"] == {"account": "763104351884"}
+    assert len(mapping) > 30, "every region sagemaker-core knows"
+
+
+def test_model_comes_from_the_handoff_and_an_untrained_deploy_fails_first(endpoint):
+    parameter = endpoint["Parameters"]["ModelDataUrlParameter"]
+    assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
+    assert parameter["Default"] == "/dogbreeds/model/data-url"
+    (assertion,) = endpoint["Rules"]["ModelIsTrained"]["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ModelDataUrlParameter"}, NOT_TRAINED]}]}
+    assert assertion["AssertDescription"].startswith("No model has been trained yet: run the training pipeline")
+
+
+def test_explicit_model_url_replaces_the_handoff(variant):
+    template = variant.template("endpoint")
+    _, model = one(template, "AWS::SageMaker::Model")
+    assert model["Properties"]["PrimaryContainer"]["ModelDataUrl"] == "s3://my-models/breeds/model.tar.gz"
+    assert "ModelIsTrained" not in template.get("Rules", {})
+    assert "ModelDataUrlParameter" not in template.get("Parameters", {})
+    assert arn_text(model["Properties"]["PrimaryContainer"]["Image"]).endswith(":2.6.0-cpu-py312")
+
+
+def test_endpoint_config_on_gpu_with_the_minimum_as_initial_count(endpoint, settings):
+    _, config = one(endpoint, "AWS::SageMaker::EndpointConfig")
+    (variant,) = config["Properties"]["ProductionVariants"]
+    assert variant["InstanceType"] == "ml.g4dn.xlarge"
+    assert variant["InitialInstanceCount"] == settings.endpoint_min_capacity
+    assert variant["VariantName"] == "AllTraffic"
+
+
+def test_volume_key_only_where_the_instance_type_allows_it(endpoint, variant):
+    _, nvme = one(endpoint, "AWS::SageMaker::EndpointConfig")
+    assert has_local_storage("ml.g4dn.xlarge") and "KmsKeyId" not in nvme["Properties"]
+    _, ebs = one(variant.template("endpoint"), "AWS::SageMaker::EndpointConfig")
+    assert not has_local_storage("ml.c5.xlarge") and "KmsKeyId" in ebs["Properties"]
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "local"),
+    [
+        ("ml.g4dn.xlarge", True),
+        ("ml.g5.2xlarge", True),
+        ("ml.p4d.24xlarge", True),
+        ("ml.m5d.large", True),
+        ("ml.p3.2xlarge", False),
+        ("ml.c5.xlarge", False),
+        ("ml.m5.large", False),
+        ("ml.inf2.xlarge", False),
+    ],
+)
+def test_nvme_rule(instance_type, local):
+    assert has_local_storage(instance_type) is local
+
+
+def test_endpoint_keeps_its_name_and_scaled_count_and_rolls_back_on_alarms(endpoint):
+    _, ep = one(endpoint, "AWS::SageMaker::Endpoint")
+    props = ep["Properties"]
+    assert props["EndpointName"] == "dog-breed-classifier"
+    assert props["RetainAllVariantProperties"] is True
+    alarms = {a["AlarmName"]["Ref"] for a in props["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]}
+    assert alarms == set(resources(endpoint, "AWS::CloudWatch::Alarm"))
+    policy = props["DeploymentConfig"]["BlueGreenUpdatePolicy"]
+    assert policy["TerminationWaitInSeconds"] > 0, "a bake period in which the alarms can roll back"
+    assert "ModelName" not in one(endpoint, "AWS::SageMaker::Model")[1]["Properties"], "replaced on change"
+
+
+def test_alarms_watch_5xx_latency_and_model_errors(endpoint, settings):
+    alarms = resources(endpoint, "AWS::CloudWatch::Alarm")
+    by_name = {a["Properties"]["AlarmName"]: a["Properties"] for a in alarms.values()}
+    latency = by_name["dog-breed-classifier-model-latency"]
+    assert latency["MetricName"] == "ModelLatency" and latency["ExtendedStatistic"] == "p90"
+    assert latency["Threshold"] == settings.endpoint_latency_alarm_ms * 1000
+    errors = by_name["dog-breed-classifier-model-errors"]
+    assert errors["MetricName"] == "InvocationModelErrors"
+    five = by_name["dog-breed-classifier-5xx-errors"]
+    metric_names = {m["MetricStat"]["Metric"]["MetricName"] for m in five["Metrics"] if "MetricStat" in m}
+    assert metric_names == {"Invocation5XXErrors", "Invocations"}
+
+
+def test_target_tracking_on_invocations_per_instance(endpoint, settings):
+    target_id, target = one(endpoint, "AWS::ApplicationAutoScaling::ScalableTarget")
+    props = target["Properties"]
+    assert (props["MinCapacity"], props["MaxCapacity"]) == (1, 3)
+    assert props["ResourceId"] == "endpoint/dog-breed-classifier/variant/AllTraffic"
+    assert props["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
+    endpoint_id, _ = one(endpoint, "AWS::SageMaker::Endpoint")
+    assert endpoint_id in target["DependsOn"]
+    _, policy = one(endpoint, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    config = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    assert config == {
+        "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+        "TargetValue": 70,
+        "ScaleInCooldown": 60,
+        "ScaleOutCooldown": 60,
+    }
+    assert policy["Properties"]["ScalingTargetId"] == {"Ref": target_id}
+
+
+def test_dashboard_shows_the_endpoint_and_the_lambda(endpoint):
+    _, dashboard = one(endpoint, "AWS::CloudWatch::Dashboard")
+    body = arn_text(dashboard["Properties"]["DashboardBody"])
+    for needle in ("ModelLatency", "Invocation5XXErrors", "dogbreeds-predict", "ProvisionedConcurrencyUtilization"):
+        assert needle in body
+
+
+def test_model_role_reads_only_model_artifacts(endpoint):
+    statements = policy_statements(endpoint, "ModelPolicy")
+    reads = sorted(arn_text(r).rsplit(">/", 1)[1] for r in as_list(statements["ReadModelArtifact"]["Resource"]))
+    assert reads == ["ec2-models/*", "models/*"]
+    assert arn_text(statements["PullInferenceImage"]["Resource"]).endswith(":repository/pytorch-inference")
+    every_action = {a for s in statements.values() for a in as_list(s["Action"])}
+    assert "s3:PutObject" not in every_action
+
+
+# --- invoker ---------------------------------------------------------------------------------
+
+
+def test_lambda_runs_the_latest_python_runtime(invoker):
+    _, function = one(invoker, "AWS::Lambda::Function")
+    pythons = [r for r in dir(lambda_.Runtime) if r.startswith("PYTHON_3_")]
+    latest = max(pythons, key=lambda r: int(r.rsplit("_", 1)[1]))
+    assert function["Properties"]["Runtime"] == getattr(lambda_.Runtime, latest).name
+
+
+def test_lambda_is_in_private_subnets_with_https_only_egress(invoker, assembly):
+    _, function = one(invoker, "AWS::Lambda::Function")
+    vpc = function["Properties"]["VpcConfig"]
+    assert all("privateSubnet" in str(s) for s in vpc["SubnetIds"]) and len(vpc["SubnetIds"]) == 2
+    (sg_ref,) = vpc["SecurityGroupIds"]
+    group = invoker["Resources"][sg_ref["Fn::GetAtt"][0]]["Properties"]
+    assert group["SecurityGroupEgress"] == [
+        {
+            "CidrIp": "0.0.0.0/0",
+            "Description": "HTTPS: image URLs and AWS APIs",
+            "FromPort": 443,
+            "IpProtocol": "tcp",
+            "ToPort": 443,
+        }
+    ]
+    assert "SecurityGroupIngress" not in group
+
+
+def test_runtime_interface_endpoint_with_private_dns_admits_only_our_endpoint(invoker):
+    _, endpoint = one(invoker, "AWS::EC2::VPCEndpoint")
+    props = endpoint["Properties"]
+    assert props["PrivateDnsEnabled"] is True and props["VpcEndpointType"] == "Interface"
+    assert arn_text(props["ServiceName"]).endswith(".sagemaker.runtime")
+    (statement,) = props["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "sagemaker:InvokeEndpoint"
+    assert arn_text(statement["Resource"]).endswith(ENDPOINT_ARN_SUFFIX)
+    ingress = resources(invoker, "AWS::EC2::SecurityGroupIngress")
+    assert [i["Properties"]["FromPort"] for i in ingress.values()] == [443]
+
+
+def test_lambda_role_is_exactly_invoke_endpoint_logs_and_networking(invoker):
+    for role in resources(invoker, "AWS::IAM::Role").values():
+        assert "ManagedPolicyArns" not in role["Properties"]
+    statements = policy_statements(invoker, "Policy")
+    actions = {sid: sorted(as_list(s["Action"])) for sid, s in statements.items() if not sid.startswith("Role")}
+    assert actions == {
+        "InvokeEndpoint": ["sagemaker:InvokeEndpoint"],
+        "OwnLogs": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "CreateInterfacesInOurSubnets": ["ec2:CreateNetworkInterface"],
+        "ManageInterfacesInOurVpc": [
+            "ec2:AssignPrivateIpAddresses",
+            "ec2:DeleteNetworkInterface",
+            "ec2:UnassignPrivateIpAddresses",
+        ],
+        "DescribeInterfaces": ["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"],
+    }
+    assert arn_text(statements["InvokeEndpoint"]["Resource"]).endswith(ENDPOINT_ARN_SUFFIX)
+    log_group_id, _ = one(invoker, "AWS::Logs::LogGroup")
+    assert refs(statements["OwnLogs"]["Resource"]) == {log_group_id}
+
+
+def test_concurrency_alias_and_version(invoker, settings):
+    _, function = one(invoker, "AWS::Lambda::Function")
+    assert function["Properties"]["ReservedConcurrentExecutions"] == settings.lambda_reserved_concurrency == 10
+    version_id, _ = one(invoker, "AWS::Lambda::Version")
+    _, alias = one(invoker, "AWS::Lambda::Alias")
+    assert alias["Properties"]["Name"] == "live"
+    assert alias["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version_id, "Version"]}
+    assert alias["Properties"]["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": 1}
+    assert resources(invoker, "AWS::ApplicationAutoScaling::ScalableTarget") == {}, "off by default"
+
+
+def test_lambda_tracing_logs_and_configuration(invoker, settings):
+    _, function = one(invoker, "AWS::Lambda::Function")
+    props = function["Properties"]
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props["Handler"] == "handler.handler"
+    assert props["Environment"]["Variables"] == {
+        "ENDPOINT_NAME": "dog-breed-classifier",
+        "TOP_K": "5",
+        "MAX_IMAGE_BYTES": str(4 * 1024 * 1024),
+        "ALLOW_HTTP_URLS": "false",
+        "FETCH_TIMEOUT_SECONDS": "5",
+    }
+    _, log_group = one(invoker, "AWS::Logs::LogGroup")
+    assert log_group["Properties"]["RetentionInDays"] == settings.log_retention_days
+    assert log_group["Properties"]["LogGroupName"] == "/aws/lambda/dogbreeds-predict"
+
+
+def test_provisioned_concurrency_autoscaling_when_switched_on(variant):
+    template = variant.template("invoker")
+    _, target = one(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert target["Properties"]["ScalableDimension"] == "lambda:function:ProvisionedConcurrency"
+    assert (target["Properties"]["MinCapacity"], target["Properties"]["MaxCapacity"]) == (1, 5)
+    _, policy = one(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    config = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    assert config["TargetValue"] == 0.7
+    assert config["PredefinedMetricSpecification"] == {
+        "PredefinedMetricType": "LambdaProvisionedConcurrencyUtilization"
+    }
+    _, function = one(template, "AWS::Lambda::Function")
+    (sg_ref,) = function["Properties"]["VpcConfig"]["SecurityGroupIds"]
+    ports = sorted(
+        e["FromPort"] for e in template["Resources"][sg_ref["Fn::GetAtt"][0]]["Properties"]["SecurityGroupEgress"]
+    )
+    assert ports == [80, 443], "http:// URLs allowed by the setting"
