@@ -12,12 +12,14 @@ CDK := PATH="$(BIN):$$PATH" npx --no-install cdk
 OUTDIR ?= cdk.out
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo synth test lint format clean
+.PHONY: help setup demo synth test lint diff accept format clean
 
 help:
 	@echo "make demo   set up, then synthesize the whole app (templates in $(OUTDIR)/)"
 	@echo "make test   set up, then run ruff and the whole test suite"
 	@echo "make synth  synthesize only (set-up assumed)"
+	@echo "make diff   diff every stack against reviewed-templates/ (fails on an unreviewed change)"
+	@echo "make accept make the current templates the reviewed ones (then commit reviewed-templates/)"
 	@echo "make clean  remove .venv, node_modules, build and $(OUTDIR)"
 
 setup: $(VENV)/.installed node_modules/.installed
@@ -48,6 +50,13 @@ lint: setup
 
 test: setup lint
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory diff
+
+diff: setup
+	$(BIN)/python -m dogbreeds.review diff
+
+accept: setup
+	$(BIN)/python -m dogbreeds.review accept
 
 format: setup
 	$(BIN)/ruff check --fix .
