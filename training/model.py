@@ -6,12 +6,18 @@ The artifact is what ``train.py`` writes to the model directory (SageMaker tars 
     model.pth          state dict of the unwrapped network (backbone + head)
     classes.json       the class folder names, in the order of the output indices
     model_config.json  backbone, number of classes, image sizes and normalization (ModelConfig)
+    code/              the serving code (SERVING_FILES), where the inference container looks for it
+
+The serving code travels inside the artifact because a network-isolated endpoint cannot download a
+code package, and the SageMaker PyTorch inference toolkit imports ``SAGEMAKER_PROGRAM`` from
+``/opt/ml/model/code`` only (the SageMaker SDK repacks models into this same layout).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +29,11 @@ MODEL_FILE = "model.pth"
 CLASSES_FILE = "classes.json"
 CONFIG_FILE = "model_config.json"
 ARTIFACT_FILES = (MODEL_FILE, CLASSES_FILE, CONFIG_FILE)
+SERVING_CODE_DIR = "code"
+# What inference.py imports from this folder, and itself: nothing of the training side ships to endpoints.
+SERVING_FILES = ("inference.py", "model.py", "images.py")
+CODE_SOURCE = Path(__file__).resolve().parent
+MODEL_DIR_ENTRIES = (*ARTIFACT_FILES, SERVING_CODE_DIR)  # what train.py leaves in the model directory
 
 # ImageNet statistics: torchvision's ResNet weights were trained on inputs normalized with these.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -188,6 +199,18 @@ def save_artifact(model_dir: Path, model: nn.Module, config: ModelConfig, class_
     torch.save(state, model_dir / MODEL_FILE)
     (model_dir / CLASSES_FILE).write_text(json.dumps(class_names, indent=2))
     (model_dir / CONFIG_FILE).write_text(config.to_json())
+
+
+def save_serving_code(model_dir: Path, source: Path = CODE_SOURCE) -> Path:
+    """Copy ``SERVING_FILES`` from ``source`` (this folder) into ``<model_dir>/code/`` and return that folder."""
+    missing = [name for name in SERVING_FILES if not (source / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"the serving code in {source} lacks {', '.join(missing)}")
+    code_dir = Path(model_dir) / SERVING_CODE_DIR
+    code_dir.mkdir(parents=True, exist_ok=True)
+    for name in SERVING_FILES:
+        shutil.copyfile(source / name, code_dir / name)
+    return code_dir
 
 
 def load_artifact(model_dir: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelConfig, list[str]]:

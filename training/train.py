@@ -1,0 +1,786 @@
+"""Train the dog-breed classifier: one script for SageMaker (one or many instances), EC2 and a laptop.
+
+    python train.py --data-dir dogImages --epochs 10                       # one process
+    torchrun --nproc-per-node 4 train.py --data-dir dogImages              # data parallel (DDP)
+
+On SageMaker the training toolkit runs it (under torchrun on every host when the hyperparameter
+``sagemaker_torch_distributed_enabled`` is true); hyperparameters arrive as ``--name value`` and the
+paths default to the SageMaker environment (``SM_CHANNEL_*``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``).
+
+Writes (rank 0 only):
+
+    <model-dir>/       model.pth, classes.json, model_config.json (model.save_artifact) and code/, the
+                       serving code (model.save_serving_code): SageMaker tars this folder into model.tar.gz
+    <output-dir>/      metrics.json (per-epoch history, best epoch, test metrics) and curves.png
+    <checkpoint-dir>/  checkpoint.pth, replaced after every epoch; a restarted job resumes from it
+
+Metric lines come from metrics.metric_line, one per epoch, then the best epoch's valid loss
+(the job's tuning objective) and the test metrics of the best epoch's weights:
+
+    epoch=3; train_loss=0.81; train_accuracy=0.72; valid_loss=0.9; valid_accuracy=0.69; epoch_seconds=...
+    valid_loss=0.9; valid_accuracy=0.69;
+    test_loss=0.93; test_accuracy=0.68;
+
+The checkpoint is one dict (model, optimizer, lr_scheduler, scaler, epoch, args, class_names, history,
+best_epoch, best_model, finished), written by rank 0 and loaded by every rank at start: a job restarted
+after an interruption (managed spot training) goes on with the next epoch, and one that had finished
+only evaluates and writes its outputs again.
+
+Expected failures (bad data set, missing weights, a checkpoint of another run) exit with status 1
+and one line on stderr, also written to SageMaker's failure file so that the job's FailureReason
+says what went wrong. ``--stop-after-epoch`` (for tests) ends a run like an interruption, status 75.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sized
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from data import SPLITS, DataSetError, ShardSampler, check_layout, load_split
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from metrics import metric_line
+from model import (
+    BACKBONES,
+    TRAINABLE,
+    ModelConfig,
+    PretrainedWeightsError,
+    build_model,
+    eval_transform,
+    load_pretrained_backbone,
+    save_artifact,
+    save_serving_code,
+    set_trainable,
+    train_transform,
+)
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+MAX_AUTO_WORKERS = 16
+CHECKPOINT_FILE = "checkpoint.pth"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.png"
+# --stop-after-epoch ends a run with this status (EX_TEMPFAIL: try again, and it resumes).
+EXIT_STOPPED = 75
+# A checkpoint resumes only a run with the same values of these arguments.
+RUN_DEFINING_ARGS = (
+    "backbone",
+    "trainable",
+    "pretrained",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "momentum",
+    "weight_decay",
+    "patience",
+    "seed",
+    "image_size",
+    "resize_size",
+)
+
+log = logging.getLogger("train")
+# Lines every rank writes (its shard, its final weights); `log` writes on rank 0 only.
+rank_log = logging.getLogger("train.rank")
+
+
+class TrainingError(Exception):
+    """The run cannot go on; the message (one line) says why and what to do."""
+
+
+class RunStopped(TrainingError):
+    """The run ended after the epoch --stop-after-epoch names, as an interrupted job would."""
+
+
+def str2bool(text: str) -> bool:
+    """``true``/``false`` in any case (SageMaker's toolkit turns JSON ``true`` into ``True``), ``1``/``0``."""
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("true", "1")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def workers_count(text: str) -> int:
+    """A number of workers, or -1 for ``auto`` / ``-1``."""
+    value = -1 if text.strip().lower() == "auto" else int(text)
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"expected auto, -1 or a number of workers, got {text!r}")
+    return value
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        description="Train the dog-breed classifier (one process, or one per GPU under torchrun).",
+        allow_abbrev=False,
+    )
+    paths = parser.add_argument_group("data and outputs")
+    paths.add_argument(
+        "--data-dir",
+        "--data_dir",
+        type=str,
+        default=env.get("SM_CHANNEL_TRAINING"),
+        help="folder holding train/, valid/ and test/ (default: $SM_CHANNEL_TRAINING)",
+    )
+    paths.add_argument(
+        "--train-dir",
+        "--train_dir",
+        type=str,
+        default=env.get("SM_CHANNEL_TRAIN"),
+        help="the train split, instead of <data-dir>/train (default: $SM_CHANNEL_TRAIN)",
+    )
+    paths.add_argument(
+        "--valid-dir",
+        "--valid_dir",
+        type=str,
+        default=env.get("SM_CHANNEL_VALID", env.get("SM_CHANNEL_VALIDATION")),
+        help="the valid split, instead of <data-dir>/valid (default: $SM_CHANNEL_VALID, else $SM_CHANNEL_VALIDATION)",
+    )
+    paths.add_argument(
+        "--test-dir",
+        "--test_dir",
+        type=str,
+        default=env.get("SM_CHANNEL_TEST"),
+        help="the test split, instead of <data-dir>/test (default: $SM_CHANNEL_TEST)",
+    )
+    paths.add_argument(
+        "--model-dir",
+        "--model_dir",
+        type=str,
+        default=env.get("SM_MODEL_DIR", "model"),
+        help="where the model artifact is written (default: $SM_MODEL_DIR, else ./model)",
+    )
+    paths.add_argument(
+        "--output-dir",
+        "--output_dir",
+        type=str,
+        default=env.get("SM_OUTPUT_DATA_DIR", "output"),
+        help=f"where {METRICS_FILE} and {CURVES_FILE} are written (default: $SM_OUTPUT_DATA_DIR, else ./output)",
+    )
+    paths.add_argument(
+        "--checkpoint-dir",
+        "--checkpoint_dir",
+        type=str,
+        default=None,
+        help=f"where {CHECKPOINT_FILE} is kept and resumed from (default: on SageMaker the checkpoints folder "
+        "beside $SM_MODEL_DIR, i.e. /opt/ml/checkpoints; else <output-dir>/checkpoints)",
+    )
+
+    network = parser.add_argument_group("model")
+    network.add_argument(
+        "--backbone", type=str, choices=BACKBONES, default="resnet50", help="ResNet backbone (default: %(default)s)"
+    )
+    network.add_argument(
+        "--trainable",
+        type=str,
+        choices=TRAINABLE,
+        default="last_block",
+        help="what is fine-tuned: head (fc), last_block (layer4 and fc) or all (default: %(default)s)",
+    )
+    network.add_argument(
+        "--pretrained",
+        type=str,
+        default="auto",
+        help="ImageNet weights for the backbone: auto (the 'pretrained' channel $SM_CHANNEL_PRETRAINED if "
+        "present, else download), download, none (random initialization), or a .pth file or a folder "
+        "holding one (default: auto)",
+    )
+    network.add_argument(
+        "--image-size",
+        "--image_size",
+        type=int,
+        default=224,
+        help="training crop size in pixels (default: %(default)s)",
+    )
+    network.add_argument(
+        "--resize-size",
+        "--resize_size",
+        type=int,
+        default=None,
+        help="short side before the evaluation center crop (default: 8/7 of the image size, so 256 for 224)",
+    )
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=positive_int, default=10, help="most epochs to train (default: %(default)s)")
+    training.add_argument(
+        "--batch-size",
+        "--batch_size",
+        type=positive_int,
+        default=64,
+        help="images per batch on each process; the global batch is this times the number of processes "
+        "(default: %(default)s)",
+    )
+    training.add_argument(
+        "--learning-rate",
+        "--learning_rate",
+        type=float,
+        default=0.01,
+        help="SGD learning rate at the start of the cosine schedule (default: %(default)s)",
+    )
+    training.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
+    training.add_argument(
+        "--weight-decay", "--weight_decay", type=float, default=1e-4, help="SGD weight decay (default: %(default)s)"
+    )
+    training.add_argument(
+        "--patience",
+        type=int,
+        default=3,
+        help="stop after this many epochs without a lower valid loss; 0 never stops early (default: %(default)s)",
+    )
+    training.add_argument(
+        "--seed", type=int, default=0, help="seed of initialization, data order and augmentation (default: %(default)s)"
+    )
+
+    speed = parser.add_argument_group("speed")
+    speed.add_argument(
+        "--amp",
+        type=str,
+        choices=AMP_MODES,
+        default="auto",
+        help="mixed precision: auto (bf16 on GPUs that support it, else fp16 with a gradient scaler; off on CPU), "
+        "bf16, fp16 or off (default: %(default)s)",
+    )
+    speed.add_argument(
+        "--channels-last",
+        "--channels_last",
+        type=str2bool,
+        default=True,
+        help="channels-last memory format for the network and its inputs, true or false (default: true)",
+    )
+    speed.add_argument(
+        "--workers",
+        type=workers_count,
+        default="auto",
+        help="DataLoader worker processes per training process; auto or -1: one less than this process's "
+        f"share of the CPUs, at most {MAX_AUTO_WORKERS}; pinned memory is used with CUDA (default: auto)",
+    )
+    testing = parser.add_argument_group("testing")
+    testing.add_argument(
+        "--stop-after-epoch",
+        "--stop_after_epoch",
+        type=int,
+        default=0,
+        help="end the run after this epoch as an interrupted job would: checkpoint written, no artifact, "
+        f"exit status {EXIT_STOPPED}; running again resumes; for tests of resumption (default: 0, off)",
+    )
+    return parser
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the training processes (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> tuple[Processes, torch.device]:
+    """Join the process group when torchrun started this process (RANK, WORLD_SIZE, LOCAL_RANK set)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return Processes(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    processes = Processes(
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+    )
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")
+    return processes, device
+
+
+def setup_logging(processes: Processes) -> None:
+    prefix = f"[rank {processes.rank}] " if processes.world_size > 1 else ""
+    logging.basicConfig(
+        level=logging.INFO if processes.is_main else logging.WARNING,
+        format=prefix + "%(message)s",
+        stream=sys.stdout,
+        force=True,
+    )
+    rank_log.setLevel(logging.INFO)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how batches run: device, memory format, autocast dtype (None: full precision)."""
+
+    device: torch.device
+    memory_format: torch.memory_format
+    amp_dtype: torch.dtype | None
+
+    def to_device(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            images.to(self.device, non_blocking=True, memory_format=self.memory_format),
+            targets.to(self.device, non_blocking=True),
+        )
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+
+def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for --amp on ``device``; None runs in full precision."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if device.type != "cuda":
+        if mode == "fp16":
+            raise TrainingError("--amp fp16 needs a CUDA GPU; on CPU use --amp bf16 or off")
+        return torch.bfloat16
+    native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
+    if mode == "bf16" and not native_bf16:
+        name = torch.cuda.get_device_name(device)
+        raise TrainingError(f"--amp bf16 needs a GPU of compute capability 8.0 or newer, not a {name}; use --amp fp16")
+    return torch.bfloat16 if mode == "bf16" or (mode == "auto" and native_bf16) else torch.float16
+
+
+def worker_count(requested: int, processes: Processes) -> int:
+    """--workers, or for auto one less than this process's share of the CPUs (at most MAX_AUTO_WORKERS)."""
+    if requested >= 0:
+        return requested
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(MAX_AUTO_WORKERS, max(0, cpus // processes.local_world_size - 1))
+
+
+def split_roots(args: argparse.Namespace) -> dict[str, Path]:
+    given = {"train": args.train_dir, "valid": args.valid_dir, "test": args.test_dir}
+    missing = [split for split, folder in given.items() if folder is None]
+    if missing and args.data_dir is None:
+        raise DataSetError(
+            f"no folder for the {', '.join(missing)} split(s): give --data-dir (holding train/, valid/ and test/) "
+            "or --train-dir, --valid-dir and --test-dir, or on SageMaker a 'training' channel"
+        )
+    return {split: Path(folder) if folder else Path(args.data_dir) / split for split, folder in given.items()}
+
+
+def checkpoint_dir(args: argparse.Namespace) -> Path:
+    """--checkpoint-dir, else SageMaker's checkpoint folder (beside the model folder), else <output-dir>/checkpoints."""
+    if args.checkpoint_dir:
+        return Path(args.checkpoint_dir)
+    if "SM_MODEL_DIR" in os.environ:
+        sagemaker_dir = Path(os.environ["SM_MODEL_DIR"]).parent / "checkpoints"  # /opt/ml/checkpoints
+        with contextlib.suppress(OSError):
+            sagemaker_dir.mkdir(parents=True, exist_ok=True)
+            return sagemaker_dir
+    return Path(args.output_dir) / "checkpoints"
+
+
+def pretrained_source(value: str) -> str | None:
+    """Where load_pretrained_backbone gets the weights from; None for random initialization."""
+    if value == "none":
+        return None
+    if value == "auto":
+        return os.environ.get("SM_CHANNEL_PRETRAINED", "download")
+    return value
+
+
+def make_samplers(splits: dict[str, Sized], processes: Processes, seed: int) -> dict[str, Sampler]:
+    """This rank's shard of each split: shuffled for train (the same order on every rank, so the shards
+    are disjoint; the last ones padded to equal length), every sample exactly once for valid and test."""
+    return {
+        "train": DistributedSampler(
+            splits["train"], num_replicas=processes.world_size, rank=processes.rank, shuffle=True, seed=seed
+        ),
+        "valid": ShardSampler(len(splits["valid"]), processes.rank, processes.world_size),
+        "test": ShardSampler(len(splits["test"]), processes.rank, processes.world_size),
+    }
+
+
+def add_batch(sums: torch.Tensor, loss: torch.Tensor, output: torch.Tensor, targets: torch.Tensor) -> None:
+    """Add a batch's summed loss, correct predictions and sample count to ``sums`` (no device sync)."""
+    sums[0] += loss.detach() * targets.numel()
+    sums[1] += (output.argmax(dim=1) == targets).sum()
+    sums[2] += targets.numel()
+
+
+def reduce_sums(sums: torch.Tensor) -> tuple[float, float, int]:
+    """Mean loss per sample, accuracy and sample count, summed over all ranks."""
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+    loss_sum, correct, count = sums.tolist()
+    return loss_sum / count, correct / count, int(count)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    runtime: Runtime,
+    scaler: torch.amp.GradScaler | None = None,
+) -> torch.Tensor:
+    model.train()
+    sums = torch.zeros(3, dtype=torch.float64, device=runtime.device)
+    for batch in loader:
+        images, targets = runtime.to_device(*batch)
+        with runtime.autocast():
+            output = model(images)
+            loss = criterion(output, targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        add_batch(sums, loss, output, targets)
+    return sums
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, runtime: Runtime) -> torch.Tensor:
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=runtime.device)
+    for batch in loader:
+        images, targets = runtime.to_device(*batch)
+        with runtime.autocast():
+            output = model(images)
+            loss = criterion(output, targets)
+        add_batch(sums, loss, output, targets)
+    return sums
+
+
+def sync_buffers(model: nn.Module) -> None:
+    """Give every rank rank 0's BatchNorm statistics: after its last training step each rank has its own."""
+    if dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 of the state dict's names and values: equal on two ranks only if their weights are identical."""
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_checkpoint(directory: Path) -> dict | None:
+    path = directory / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: pickle, zip and torch each raise their own
+        raise TrainingError(f"cannot read the checkpoint {path} ({err}); delete it to start over") from err
+
+
+def save_checkpoint(checkpoint: dict, directory: Path) -> None:
+    """Write to a temporary file, then rename: an interruption leaves the previous checkpoint whole."""
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / f"{CHECKPOINT_FILE}.partial"
+    torch.save(checkpoint, partial)
+    os.replace(partial, directory / CHECKPOINT_FILE)
+
+
+def check_resumable(checkpoint: dict, args: argparse.Namespace, class_names: list[str], directory: Path) -> None:
+    """Refuse a checkpoint of another run (other settings or classes) with a message naming the difference."""
+    differences = [
+        f"{key}={checkpoint['args'].get(key)} (now {getattr(args, key)})"
+        for key in RUN_DEFINING_ARGS
+        if checkpoint["args"].get(key) != getattr(args, key)
+    ]
+    if checkpoint["class_names"] != class_names:
+        differences.append("the classes of another data set")
+    if differences:
+        raise TrainingError(
+            f"the checkpoint in {directory} belongs to another run: {', '.join(differences)}; "
+            "delete it or give another --checkpoint-dir"
+        )
+
+
+def check_same_epoch_on_all_ranks(epoch: int, device: torch.device) -> None:
+    """Ranks that resume from different checkpoints would wait for each other forever; stop instead."""
+    if not dist.is_initialized():
+        return
+    extremes = torch.tensor([epoch, -epoch], dtype=torch.float64, device=device)
+    dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+    latest, earliest = int(extremes[0]), -int(extremes[1])
+    if latest != earliest:
+        raise TrainingError(
+            f"the ranks found checkpoints of different epochs ({earliest} to {latest}): "
+            "every host needs the same checkpoint folder contents"
+        )
+
+
+def write_metrics(
+    output_dir: Path, history: list[dict], best_epoch: int, epochs: int, test_loss: float, test_accuracy: float
+) -> None:
+    """metrics.json: the per-epoch history, the best epoch's valid metrics and the test metrics of its weights."""
+    best = history[best_epoch - 1]
+    summary = {
+        "history": history,
+        "best_epoch": best_epoch,
+        "stopped_early": len(history) < epochs,
+        "valid_loss": best["valid_loss"],
+        "valid_accuracy": best["valid_accuracy"],
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2))
+
+
+def plot_curves(history: list[dict], best_epoch: int, path: Path) -> None:
+    """Loss and accuracy of train and valid over the epochs; skipped where matplotlib is not installed."""
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        log.info("matplotlib is not installed: no %s", path.name)
+        return
+    epochs = [row["epoch"] for row in history]
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy"), strict=True):
+        for split in ("train", "valid"):
+            axes.plot(epochs, [row[f"{split}_{metric}"] for row in history], marker="o", label=split)
+        axes.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch ({best_epoch})")
+        axes.set(xlabel="epoch", ylabel=metric, title=metric)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.legend()
+    figure.savefig(path, dpi=100)
+
+
+def record_failure(message: str) -> None:
+    """SageMaker reports the failure file's first 1024 characters as the job's FailureReason; first failure wins."""
+    output_dir = os.environ.get("SM_OUTPUT_DIR") or ("/opt/ml/output" if Path("/opt/ml/output").is_dir() else None)
+    if output_dir:
+        with contextlib.suppress(OSError), open(Path(output_dir) / "failure", "x") as failure:
+            failure.write(message)
+
+
+def main(args: argparse.Namespace) -> None:
+    processes, device = init_distributed()
+    setup_logging(processes)
+    runtime = Runtime(
+        device=device,
+        memory_format=torch.channels_last if args.channels_last else torch.contiguous_format,
+        amp_dtype=autocast_dtype(args.amp, device),
+    )
+    workers = worker_count(args.workers, processes)
+    torch.manual_seed(args.seed + processes.rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    log.info(
+        "host %s of %s (SM_NUM_GPUS %s); %d process(es), device %s, amp %s, channels_last %s, %d workers per process",
+        os.environ.get("SM_CURRENT_HOST", "-"),
+        os.environ.get("SM_HOSTS", "-"),
+        os.environ.get("SM_NUM_GPUS", "-"),
+        processes.world_size,
+        device,
+        str(runtime.amp_dtype).removeprefix("torch.") if runtime.amp_dtype else "off",
+        args.channels_last,
+        workers,
+    )
+
+    # Data: checked before anything is spent on it.
+    roots = split_roots(args)
+    class_names = check_layout(roots)
+    try:
+        config = ModelConfig(
+            backbone=args.backbone,
+            num_classes=len(class_names),
+            image_size=args.image_size,
+            resize_size=args.resize_size or args.image_size * 8 // 7,
+        )
+    except ValueError as err:
+        raise TrainingError(str(err)) from err
+    transforms = {"train": train_transform(config), "valid": eval_transform(config), "test": eval_transform(config)}
+    splits = {split: load_split(split, roots[split], transforms[split]) for split in SPLITS}
+    samplers = make_samplers(splits, processes, args.seed)
+    if len(samplers["train"]) < args.batch_size:
+        raise TrainingError(
+            f"each process gets {len(samplers['train'])} training images, fewer than --batch-size {args.batch_size}"
+        )
+    loaders = {
+        split: DataLoader(
+            splits[split],
+            batch_size=args.batch_size,
+            sampler=samplers[split],
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+            drop_last=split == "train",  # full training batches: a batch of one image fails in BatchNorm
+        )
+        for split in SPLITS
+    }
+    log.info("%d classes; %s images", len(class_names), ", ".join(f"{s} {len(splits[s])}" for s in SPLITS))
+    rank_log.info("this process's shard: %s images", ", ".join(f"{split} {len(samplers[split])}" for split in SPLITS))
+
+    # Model, optimizer, schedule; resumed from the checkpoint, else started from the pretrained weights.
+    checkpoints = checkpoint_dir(args)
+    checkpoint = load_checkpoint(checkpoints)
+    model = build_model(config)
+    source = pretrained_source(args.pretrained)
+    if checkpoint is None and source is not None and processes.is_main:  # DDP copies rank 0's weights to all
+        log.info("pretrained weights: %s", load_pretrained_backbone(model, config, source))
+    parameters = set_trainable(model, args.trainable)
+    model.to(device, memory_format=runtime.memory_format)
+    optimizer = torch.optim.SGD(
+        parameters, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
+    )
+    lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    scaler = torch.amp.GradScaler(device.type) if runtime.amp_dtype == torch.float16 else None
+    history: list[dict] = []
+    best_epoch, best_model, finished = 0, None, False
+    if checkpoint is not None:
+        check_resumable(checkpoint, args, class_names, checkpoints)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        if scaler is not None and checkpoint["scaler"] is not None:
+            scaler.load_state_dict(checkpoint["scaler"])
+        history, best_epoch, best_model = checkpoint["history"], checkpoint["best_epoch"], checkpoint["best_model"]
+        finished = checkpoint["finished"]
+        log.info("resuming after epoch %d from %s", checkpoint["epoch"], checkpoints / CHECKPOINT_FILE)
+    check_same_epoch_on_all_ranks(len(history), device)
+    train_model = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if dist.is_initialized()
+        else model
+    )
+    criterion = nn.CrossEntropyLoss()
+
+    epoch = len(history)
+    while not finished:
+        epoch += 1
+        samplers["train"].set_epoch(epoch)
+        learning_rate = lr_scheduler.get_last_lr()[0]
+        started = time.perf_counter()
+        train_loss, train_accuracy, train_images = reduce_sums(
+            train_one_epoch(train_model, loaders["train"], criterion, optimizer, runtime, scaler)
+        )
+        train_seconds = time.perf_counter() - started
+        if not math.isfinite(train_loss):
+            raise TrainingError(
+                f"training diverged in epoch {epoch}: the train loss is {train_loss}; "
+                f"lower --learning-rate (now {args.learning_rate})"
+            )
+        sync_buffers(model)
+        valid_loss, valid_accuracy, valid_images = reduce_sums(evaluate(model, loaders["valid"], criterion, runtime))
+        lr_scheduler.step()
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
+                "valid_loss": valid_loss,
+                "valid_accuracy": valid_accuracy,
+                "epoch_seconds": time.perf_counter() - started,
+                "images_per_second": train_images / train_seconds,
+            }
+        )
+        if best_model is None or valid_loss < history[best_epoch - 1]["valid_loss"]:
+            best_epoch, best_model = epoch, snapshot(model)
+        stalled = epoch - best_epoch
+        finished = epoch == args.epochs or (args.patience > 0 and stalled >= args.patience)
+        if processes.is_main:
+            save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": lr_scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "epoch": epoch,
+                    "args": vars(args),
+                    "class_names": class_names,
+                    "history": history,
+                    "best_epoch": best_epoch,
+                    "best_model": best_model,
+                    "finished": finished,
+                },
+                checkpoints,
+            )
+            print(metric_line(**history[-1]), flush=True)
+        log.info(
+            "epoch %d/%d: %d train and %d valid images, learning rate %.4g; best epoch %d",
+            epoch,
+            args.epochs,
+            train_images,
+            valid_images,
+            learning_rate,
+            best_epoch,
+        )
+        if finished and epoch < args.epochs:
+            log.info("stopping early: no lower valid loss in the %d epochs since epoch %d", stalled, best_epoch)
+        if epoch == args.stop_after_epoch and not finished:
+            if dist.is_initialized():
+                dist.barrier()  # rank 0 has written the checkpoint before any rank exits
+            raise RunStopped(f"stopped after epoch {epoch} as --stop-after-epoch asked; running again resumes it")
+
+    # The best epoch's weights: its valid loss once more (the job's tuning objective), then the test split.
+    model.load_state_dict(best_model)
+    best = history[best_epoch - 1]
+    test_loss, test_accuracy, test_images = reduce_sums(evaluate(model, loaders["test"], criterion, runtime))
+    rank_log.info("final weights sha256 %s", state_digest(model))
+    if not processes.is_main:
+        return
+    log.info("best epoch %d of %d; %d test images", best_epoch, len(history), test_images)
+    print(metric_line(valid_loss=best["valid_loss"], valid_accuracy=best["valid_accuracy"]), flush=True)
+    print(metric_line(test_loss=test_loss, test_accuracy=test_accuracy), flush=True)
+    save_artifact(Path(args.model_dir), model, config, class_names)
+    save_serving_code(Path(args.model_dir))
+    log.info("model artifact written to %s", args.model_dir)
+    write_metrics(Path(args.output_dir), history, best_epoch, args.epochs, test_loss, test_accuracy)
+    plot_curves(history, best_epoch, Path(args.output_dir) / CURVES_FILE)
+    log.info("metrics and curves written to %s", args.output_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``main`` with an exit status: an expected failure becomes one line on stderr and in the failure file."""
+    try:
+        main(args)
+        return 0
+    except RunStopped as stop:
+        message, status = str(stop), EXIT_STOPPED
+    except (DataSetError, PretrainedWeightsError, TrainingError) as err:
+        message, status = str(err), 1
+    except torch.cuda.OutOfMemoryError as err:
+        reason = str(err).splitlines()[0]
+        message, status = f"out of GPU memory with --batch-size {args.batch_size}; lower it ({reason})", 1
+    except Exception as err:
+        record_failure(f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    print(f"train.py: error: {message}", file=sys.stderr, flush=True)
+    record_failure(message)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(run(get_args_parser().parse_args()))
