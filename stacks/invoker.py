@@ -167,10 +167,11 @@ class InvokerStack(Stack):
             log_group=log_group,
             environment={
                 "ENDPOINT_NAME": endpoint_name,
-                "TOP_K": str(s.top_k),
                 "MAX_IMAGE_BYTES": str(s.lambda_max_image_mb * 1024 * 1024),
                 "ALLOW_HTTP_URLS": str(s.lambda_allow_http_urls).lower(),
                 "FETCH_TIMEOUT_SECONDS": str(s.lambda_fetch_timeout_seconds),
+                "ENDPOINT_TIMEOUT_SECONDS": str(s.lambda_endpoint_timeout_seconds),
+                "ENDPOINT_MAX_ATTEMPTS": str(s.lambda_endpoint_max_attempts),
             },
         )
         self.function.node.add_dependency(policy)

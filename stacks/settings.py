@@ -161,6 +161,12 @@ class Settings:
     lambda_allow_http_urls: bool = field(metadata=_doc("Let the Lambda fetch http:// URLs (https only when false)."))
     lambda_max_image_mb: int = field(metadata=_doc("Largest image the Lambda accepts or fetches, in MB."))
     lambda_fetch_timeout_seconds: int = field(metadata=_doc("Connect and read timeout of the Lambda's URL fetch."))
+    lambda_endpoint_timeout_seconds: int = field(
+        metadata=_doc("Read timeout of one endpoint call from the Lambda, in seconds.")
+    )
+    lambda_endpoint_max_attempts: int = field(
+        metadata=_doc("Endpoint calls the Lambda makes when throttled or unavailable (first call included).")
+    )
 
     # ------------------------------------------------------------------------------------------
 
@@ -329,12 +335,36 @@ class Settings:
                 f"lambda_fetch_timeout_seconds={self.lambda_fetch_timeout_seconds} must be below "
                 f"lambda_timeout_seconds={self.lambda_timeout_seconds}, or the Lambda times out before the fetch."
             )
+        check.between("lambda_endpoint_timeout_seconds", 1, 60)
+        check.between("lambda_endpoint_max_attempts", 1, 5)
+        if self.lambda_fetch_timeout_seconds < self.lambda_timeout_seconds and (
+            self.lambda_worst_case_seconds > self.lambda_timeout_seconds
+        ):
+            p.append(
+                f"lambda_fetch_timeout_seconds={self.lambda_fetch_timeout_seconds} plus "
+                f"lambda_endpoint_max_attempts={self.lambda_endpoint_max_attempts} calls of "
+                f"lambda_endpoint_timeout_seconds={self.lambda_endpoint_timeout_seconds} and their retry back-off "
+                f"take up to {self.lambda_worst_case_seconds} s, more than lambda_timeout_seconds="
+                f"{self.lambda_timeout_seconds}: lower one of them or raise lambda_timeout_seconds, so that the "
+                "Lambda answers 504 itself instead of timing out."
+            )
         return p
 
     # --- derived values stacks use -------------------------------------------------------------
 
     def stack_name(self, part: str) -> str:
         return f"{self.project_name}-{part}"
+
+    @property
+    def lambda_worst_case_seconds(self) -> int:
+        """The longest one Lambda call can take: the fetch's deadline, every endpoint attempt timing out, and
+        botocore's standard-mode back-off between attempts (at most 2^(n-1) seconds before retry n)."""
+        backoff = sum(min(20, 2 ** (attempt - 1)) for attempt in range(1, self.lambda_endpoint_max_attempts))
+        return (
+            self.lambda_fetch_timeout_seconds
+            + self.lambda_endpoint_max_attempts * self.lambda_endpoint_timeout_seconds
+            + backoff
+        )
 
     @property
     def log_retention(self) -> logs.RetentionDays:

@@ -242,11 +242,14 @@ def test_lambda_tracing_logs_and_configuration(invoker, settings):
     assert props["Handler"] == "handler.handler"
     assert props["Environment"]["Variables"] == {
         "ENDPOINT_NAME": "dog-breed-classifier",
-        "TOP_K": "5",
         "MAX_IMAGE_BYTES": str(4 * 1024 * 1024),
         "ALLOW_HTTP_URLS": "false",
         "FETCH_TIMEOUT_SECONDS": "5",
-    }
+        "ENDPOINT_TIMEOUT_SECONDS": "7",
+        "ENDPOINT_MAX_ATTEMPTS": "3",
+    }  # no TOP_K: without a top_k in the event, the endpoint's own default (the same setting) applies
+    # The slowest call (fetch deadline, every endpoint attempt timing out, back-off) ends before the Lambda's timeout.
+    assert settings.lambda_worst_case_seconds == 5 + 3 * 7 + (1 + 2) < props["Timeout"] == 30
     _, log_group = one(invoker, "AWS::Logs::LogGroup")
     assert log_group["Properties"]["RetentionInDays"] == settings.log_retention_days
     assert log_group["Properties"]["LogGroupName"] == "/aws/lambda/dogbreeds-predict"

@@ -124,6 +124,13 @@ def test_every_field_has_a_default_in_cdk_json_and_a_description():
             "before the fetch.",
         ),
         (
+            {"lambda_endpoint_max_attempts": 4},
+            "lambda_fetch_timeout_seconds=5 plus lambda_endpoint_max_attempts=4 calls of "
+            "lambda_endpoint_timeout_seconds=7 and their retry back-off take up to 40 s, more than "
+            "lambda_timeout_seconds=30: lower one of them or raise lambda_timeout_seconds, so that the Lambda "
+            "answers 504 itself instead of timing out.",
+        ),
+        (
             {"endpoint_max_capacity": "three"},
             'endpoint_max_capacity="three": accepted is a whole number.',
         ),
