@@ -34,6 +34,7 @@ HYPERPARAMETERS = (
     "image_size",
     "amp",
     "channels_last",
+    "augment",
 )
 TUNED = ("learning_rate", "batch_size")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -483,6 +484,8 @@ def _input_problems_expression() -> str:
       ? 'hyperparameters.amp must be one of {", ".join(AMP_MODES)}.' : undefined,
     $has($hp, 'channels_last') and $type($hp.channels_last) != 'boolean'
       ? 'hyperparameters.channels_last must be true or false.' : undefined,
+    $has($hp, 'augment') and $not($type($hp.augment) = 'boolean' or $hp.augment = 'auto')
+      ? 'hyperparameters.augment must be true, false or "auto".' : undefined,
     $tune and ($has($hp, 'learning_rate') or $has($hp, 'batch_size'))
       ? 'learning_rate and batch_size are chosen by tuning when tune is true; set "tune": false to fix them.'
       : undefined

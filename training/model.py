@@ -16,6 +16,7 @@ code package, and the SageMaker PyTorch inference toolkit imports ``SAGEMAKER_PR
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,12 @@ BACKBONES = {
     "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V2),
 }
 TRAINABLE = ("head", "last_block", "all")
+# RandomResizedCrop's ranges (torchvision's defaults, stated here because decode_size depends on them).
+TRAIN_CROP_SCALE = (0.08, 1.0)
+TRAIN_CROP_RATIO = (3 / 4, 4 / 3)
+# A JPEG may be decoded at a reduced scale (libjpeg's 1/2, 1/4, 1/8) while the transform that follows
+# still reduces it by at least this factor: the result then stays within a few levels of a full decode.
+DECODE_MARGIN = 2
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -158,11 +165,38 @@ def set_trainable(model: nn.Module, trainable: str) -> list[nn.Parameter]:
     return params
 
 
+def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The ResNet ``model`` as two modules sharing its parameters: the backbone (every layer before ``fc``,
+    giving the pooled, flattened features) and the head (``fc``); ``head(backbone(x))`` is ``model(x)``."""
+    *layers, head = model.children()
+    if head is not model.fc:
+        raise ValueError(f"expected a ResNet whose last child is fc, got {type(model).__name__}")
+    return nn.Sequential(*layers, nn.Flatten(1)), head
+
+
+def decode_size(config: ModelConfig, *, augment: bool) -> int:
+    """The short side, in pixels, that an image needs for ``train_transform`` (``augment``) or ``eval_transform``.
+
+    A larger JPEG can be decoded at a reduced scale down to it (``Image.draft``) with a negligible change
+    in what the network sees, since the transform still reduces it ``DECODE_MARGIN`` times or more:
+    - evaluation resizes the short side to ``resize_size``: ``DECODE_MARGIN * resize_size`` (512 for 224);
+    - training's smallest random crop has sides of ``sqrt(scale * ratio)`` of the image's (scale 0.08,
+      ratio 3/4): about a quarter of the short side, so 8.2 times ``image_size`` (1829 for 224): only
+      very large photos are decoded at a reduced scale for training.
+    """
+    if not augment:
+        return DECODE_MARGIN * config.resize_size
+    smallest_crop_side = math.sqrt(TRAIN_CROP_SCALE[0] * TRAIN_CROP_RATIO[0])
+    return math.ceil(DECODE_MARGIN * config.image_size / smallest_crop_side)
+
+
 def train_transform(config: ModelConfig) -> transforms.Compose:
     """Augmentation for training: random resized crop, horizontal flip, normalization."""
     return transforms.Compose(
         [
-            transforms.RandomResizedCrop(config.image_size, antialias=True),
+            transforms.RandomResizedCrop(
+                config.image_size, scale=TRAIN_CROP_SCALE, ratio=TRAIN_CROP_RATIO, antialias=True
+            ),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
             transforms.Normalize(config.mean, config.std),

@@ -26,6 +26,15 @@ best_epoch, best_model, finished), written by rank 0 and loaded by every rank at
 after an interruption (managed spot training) goes on with the next epoch, and one that had finished
 only evaluates and writes its outputs again.
 
+Head-only fine-tuning (``--trainable head``) runs the frozen backbone in eval mode (its BatchNorm
+statistics stay those of the pretrained weights) and, by default (``--cache-features auto``), computes
+the backbone's features of each training and validation image once, in the first epoch of the process,
+then trains the head on them: every later epoch costs a fraction of the first, which makes tuning trials
+cheap. The training images are then seen without augmentation (resize and center crop, as in
+evaluation); ``--augment true`` keeps augmentation and computes the features every epoch. With DDP each
+rank caches the features of its own shard and the head's gradients are averaged over the ranks; a
+resumed run computes the features again. The artifact is the full model (backbone and trained head).
+
 Expected failures (bad data set, missing weights, a checkpoint of another run) exit with status 1
 and one line on stderr, also written to SageMaker's failure file so that the job's FailureReason
 says what went wrong. ``--stop-after-epoch`` (for tests) ends a run like an interruption, status 75.
@@ -59,7 +68,9 @@ from model import (
     TRAINABLE,
     ModelConfig,
     PretrainedWeightsError,
+    backbone_and_head,
     build_model,
+    decode_size,
     eval_transform,
     load_pretrained_backbone,
     save_artifact,
@@ -89,6 +100,8 @@ RUN_DEFINING_ARGS = (
     "seed",
     "image_size",
     "resize_size",
+    "augment",
+    "cache_features",
 )
 
 log = logging.getLogger("train")
@@ -117,6 +130,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
+
+
+def auto_bool(text: str) -> str:
+    """``auto``, ``true`` or ``false`` (any case; ``1`` and ``0`` too), as the lower-case word."""
+    value = text.strip().lower()
+    if value == "auto":
+        return value
+    try:
+        return "true" if str2bool(value) else "false"
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, true or false, got {text!r}") from None
 
 
 def workers_count(text: str) -> int:
@@ -249,6 +273,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     training.add_argument(
         "--seed", type=int, default=0, help="seed of initialization, data order and augmentation (default: %(default)s)"
     )
+    training.add_argument(
+        "--augment",
+        type=auto_bool,
+        default="auto",
+        help="random resized crops and horizontal flips of the training images (else resize and center crop, "
+        "as in evaluation): true, false, or auto: true unless the features are cached (default: auto)",
+    )
 
     speed = parser.add_argument_group("speed")
     speed.add_argument(
@@ -265,6 +296,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         type=str2bool,
         default=True,
         help="channels-last memory format for the network and its inputs, true or false (default: true)",
+    )
+    speed.add_argument(
+        "--cache-features",
+        "--cache_features",
+        type=auto_bool,
+        default="auto",
+        help="with --trainable head, compute the frozen backbone's features of each training and validation image "
+        "once (in the first epoch) and train the head on them, so that later epochs cost a fraction; the training "
+        "images are then not augmented. true, false, or auto: true for --trainable head unless --augment true "
+        "(default: auto)",
     )
     speed.add_argument(
         "--workers",
@@ -296,6 +337,29 @@ class Processes:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def augmentation_and_caching(args: argparse.Namespace) -> tuple[bool, bool]:
+    """Whether the training images are augmented and whether the backbone's features are cached.
+
+    Raises ``TrainingError`` for ``--cache-features true`` with a trainable backbone (its features change
+    every step) or with ``--augment true`` (cached features are of un-augmented images).
+    """
+    if args.cache_features == "true" and args.trainable != "head":
+        raise TrainingError(
+            f"--cache-features true needs --trainable head (now {args.trainable}): only a frozen backbone's "
+            "features stay the same from epoch to epoch; use --cache-features auto or false"
+        )
+    if args.cache_features == "true" and args.augment == "true":
+        raise TrainingError(
+            "--cache-features true and --augment true contradict each other: cached features are of "
+            "un-augmented images; give one of them as false or auto"
+        )
+    cache = args.cache_features == "true" or (
+        args.cache_features == "auto" and args.trainable == "head" and args.augment != "true"
+    )
+    augment = args.augment == "true" or (args.augment == "auto" and not cache)
+    return augment, cache
 
 
 def init_distributed() -> tuple[Processes, torch.device]:
@@ -401,12 +465,15 @@ def pretrained_source(value: str) -> str | None:
     return value
 
 
-def make_samplers(splits: dict[str, Sized], processes: Processes, seed: int) -> dict[str, Sampler]:
-    """This rank's shard of each split: shuffled for train (the same order on every rank, so the shards
-    are disjoint; the last ones padded to equal length), every sample exactly once for valid and test."""
+def make_samplers(
+    splits: dict[str, Sized], processes: Processes, seed: int, shuffle_train: bool = True
+) -> dict[str, Sampler]:
+    """This rank's shard of each split: for train, shuffled every epoch (the same order on every rank, so the
+    shards are disjoint; the last ones padded to equal length) or, without ``shuffle_train``, the same shard
+    every epoch (for FeatureCache, which shuffles within it); for valid and test every sample exactly once."""
     return {
         "train": DistributedSampler(
-            splits["train"], num_replicas=processes.world_size, rank=processes.rank, shuffle=True, seed=seed
+            splits["train"], num_replicas=processes.world_size, rank=processes.rank, shuffle=shuffle_train, seed=seed
         ),
         "valid": ShardSampler(len(splits["valid"]), processes.rank, processes.world_size),
         "test": ShardSampler(len(splits["test"]), processes.rank, processes.world_size),
@@ -428,6 +495,17 @@ def reduce_sums(sums: torch.Tensor) -> tuple[float, float, int]:
     return loss_sum / count, correct / count, int(count)
 
 
+def step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -435,22 +513,20 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     runtime: Runtime,
     scaler: torch.amp.GradScaler | None = None,
+    frozen: nn.Module | None = None,
 ) -> torch.Tensor:
+    """One pass over ``loader``; ``frozen``, a part of the model that does not train, runs in eval mode
+    (the backbone with --trainable head: its BatchNorm layers keep their running statistics)."""
     model.train()
+    if frozen is not None:
+        frozen.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=runtime.device)
     for batch in loader:
         images, targets = runtime.to_device(*batch)
         with runtime.autocast():
             output = model(images)
             loss = criterion(output, targets)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        step(loss, optimizer, scaler)
         add_batch(sums, loss, output, targets)
     return sums
 
@@ -466,6 +542,98 @@ def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, runtime
             loss = criterion(output, targets)
         add_batch(sums, loss, output, targets)
     return sums
+
+
+@dataclass(frozen=True)
+class Features:
+    """The frozen backbone's features of one split's images (this rank's shard) and their targets, on the device."""
+
+    features: torch.Tensor
+    targets: torch.Tensor
+
+
+class FeatureCache:
+    """--cache-features: the head trains on the frozen backbone's features, computed once per image.
+
+    The first call for a split runs the backbone (eval mode) over this rank's shard of it, un-augmented
+    (the train sampler gives the same shard every epoch). Each training epoch then shuffles the cached
+    features with the permutation DistributedSampler would draw (seed + epoch) and makes full batches:
+    in one process these are the batches of an uncached run with --augment false.
+    """
+
+    def __init__(
+        self, backbone: nn.Module, loaders: dict[str, DataLoader], runtime: Runtime, batch_size: int, seed: int
+    ) -> None:
+        self.backbone, self.loaders, self.runtime = backbone, loaders, runtime
+        self.batch_size, self.seed = batch_size, seed
+        self.splits: dict[str, Features] = {}
+
+    def features(self, split: str) -> Features:
+        if split not in self.splits:
+            started = time.perf_counter()
+            self.splits[split] = self._extract(self.loaders[split])
+            rank_log.info(
+                "cached the backbone's features of this process's %d %s images in %.1f s",
+                len(self.splits[split].targets),
+                split,
+                time.perf_counter() - started,
+            )
+        return self.splits[split]
+
+    @torch.no_grad()
+    def _extract(self, loader: DataLoader) -> Features:
+        self.backbone.eval()
+        features, targets = [], []
+        for batch in loader:
+            images, labels = self.runtime.to_device(*batch)
+            with self.runtime.autocast():
+                features.append(self.backbone(images).float())
+            targets.append(labels)
+        return Features(torch.cat(features), torch.cat(targets))
+
+    def train_one_epoch(
+        self,
+        head: nn.Module,
+        criterion: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        epoch: int,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> torch.Tensor:
+        cached = self.features("train")
+        head.train()
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(len(cached.targets), generator=generator).to(self.runtime.device)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.runtime.device)
+        for start in range(0, len(order) - self.batch_size + 1, self.batch_size):  # full batches only
+            batch = order[start : start + self.batch_size]
+            targets = cached.targets[batch]
+            with self.runtime.autocast():
+                output = head(cached.features[batch])
+                loss = criterion(output, targets)
+            step(loss, optimizer, scaler)
+            add_batch(sums, loss, output, targets)
+        return sums
+
+    @torch.inference_mode()
+    def evaluate(self, head: nn.Module, criterion: nn.Module) -> torch.Tensor:
+        cached = self.features("valid")
+        head.eval()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.runtime.device)
+        for start in range(0, len(cached.targets), self.batch_size):
+            features = cached.features[start : start + self.batch_size]
+            targets = cached.targets[start : start + self.batch_size]
+            with self.runtime.autocast():
+                output = head(features)
+                loss = criterion(output, targets)
+            add_batch(sums, loss, output, targets)
+        return sums
+
+
+def sync_state(model: nn.Module) -> None:
+    """Give every rank rank 0's weights and buffers (what DistributedDataParallel does when it wraps a model)."""
+    if dist.is_initialized():
+        for value in model.state_dict().values():
+            dist.broadcast(value, src=0)
 
 
 def sync_buffers(model: nn.Module) -> None:
@@ -583,6 +751,7 @@ def record_failure(message: str) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    augment, cache_features = augmentation_and_caching(args)
     processes, device = init_distributed()
     setup_logging(processes)
     runtime = Runtime(
@@ -605,6 +774,7 @@ def main(args: argparse.Namespace) -> None:
         args.channels_last,
         workers,
     )
+    log.info("trainable %s; augmentation %s; cached features %s", args.trainable, augment, cache_features)
 
     # Data: checked before anything is spent on it.
     roots = split_roots(args)
@@ -618,9 +788,19 @@ def main(args: argparse.Namespace) -> None:
         )
     except ValueError as err:
         raise TrainingError(str(err)) from err
-    transforms = {"train": train_transform(config), "valid": eval_transform(config), "test": eval_transform(config)}
-    splits = {split: load_split(split, roots[split], transforms[split]) for split in SPLITS}
-    samplers = make_samplers(splits, processes, args.seed)
+    transforms = {
+        "train": train_transform(config) if augment else eval_transform(config),
+        "valid": eval_transform(config),
+        "test": eval_transform(config),
+    }
+    # Large JPEGs are decoded at a reduced scale that the transform still reduces twice or more.
+    splits = {
+        split: load_split(
+            split, roots[split], transforms[split], decode_size(config, augment=augment and split == "train")
+        )
+        for split in SPLITS
+    }
+    samplers = make_samplers(splits, processes, args.seed, shuffle_train=not cache_features)
     if len(samplers["train"]) < args.batch_size:
         raise TrainingError(
             f"each process gets {len(samplers['train'])} training images, fewer than --batch-size {args.batch_size}"
@@ -632,8 +812,10 @@ def main(args: argparse.Namespace) -> None:
             sampler=samplers[split],
             num_workers=workers,
             pin_memory=device.type == "cuda",
-            persistent_workers=workers > 0,
-            drop_last=split == "train",  # full training batches: a batch of one image fails in BatchNorm
+            persistent_workers=workers > 0 and not cache_features,  # cached: train and valid are read once
+            # Full training batches: a batch of one image fails in BatchNorm. FeatureCache needs every image
+            # of the shard, and makes full batches itself.
+            drop_last=split == "train" and not cache_features,
         )
         for split in SPLITS
     }
@@ -648,6 +830,8 @@ def main(args: argparse.Namespace) -> None:
     if checkpoint is None and source is not None and processes.is_main:  # DDP copies rank 0's weights to all
         log.info("pretrained weights: %s", load_pretrained_backbone(model, config, source))
     parameters = set_trainable(model, args.trainable)
+    backbone, head = backbone_and_head(model)
+    frozen = backbone if args.trainable == "head" else None  # runs in eval mode: BatchNorm statistics kept
     model.to(device, memory_format=runtime.memory_format)
     optimizer = torch.optim.SGD(
         parameters, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
@@ -667,10 +851,15 @@ def main(args: argparse.Namespace) -> None:
         finished = checkpoint["finished"]
         log.info("resuming after epoch %d from %s", checkpoint["epoch"], checkpoints / CHECKPOINT_FILE)
     check_same_epoch_on_all_ranks(len(history), device)
+    cache = None
+    if cache_features:
+        sync_state(model)  # the backbone too, which the DDP-wrapped head below does not cover
+        cache = FeatureCache(backbone, loaders, runtime, args.batch_size, args.seed)
+    trained = head if cache is not None else model  # what DDP wraps and averages the gradients of
     train_model = (
-        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
         if dist.is_initialized()
-        else model
+        else trained
     )
     criterion = nn.CrossEntropyLoss()
 
@@ -679,10 +868,12 @@ def main(args: argparse.Namespace) -> None:
         epoch += 1
         samplers["train"].set_epoch(epoch)
         learning_rate = lr_scheduler.get_last_lr()[0]
-        started = time.perf_counter()
-        train_loss, train_accuracy, train_images = reduce_sums(
-            train_one_epoch(train_model, loaders["train"], criterion, optimizer, runtime, scaler)
-        )
+        started = time.perf_counter()  # the first epoch's times include computing the cached features
+        if cache is None:
+            train_sums = train_one_epoch(train_model, loaders["train"], criterion, optimizer, runtime, scaler, frozen)
+        else:
+            train_sums = cache.train_one_epoch(train_model, criterion, optimizer, epoch, scaler)
+        train_loss, train_accuracy, train_images = reduce_sums(train_sums)
         train_seconds = time.perf_counter() - started
         if not math.isfinite(train_loss):
             raise TrainingError(
@@ -690,7 +881,10 @@ def main(args: argparse.Namespace) -> None:
                 f"lower --learning-rate (now {args.learning_rate})"
             )
         sync_buffers(model)
-        valid_loss, valid_accuracy, valid_images = reduce_sums(evaluate(model, loaders["valid"], criterion, runtime))
+        valid_sums = (
+            evaluate(model, loaders["valid"], criterion, runtime) if cache is None else cache.evaluate(head, criterion)
+        )
+        valid_loss, valid_accuracy, valid_images = reduce_sums(valid_sums)
         lr_scheduler.step()
         history.append(
             {

@@ -325,13 +325,17 @@ def test_pretrained_channel_only_when_the_backbone_weights_are_there(definition)
         ),
         ({"tune": "no"}, "tune must be true or false."),
         (
+            {"tune": False, "hyperparameters": {"augment": "yes"}},
+            'hyperparameters.augment must be true, false or "auto".',
+        ),
+        (
             {"tunes": False},
             "Unknown field(s) tunes; accepted: tune, instance_count, instance_type, epochs, use_spot, hyperparameters.",
         ),
         (
             {"tune": False, "hyperparameters": {"lr": 0.1}},
             "Unknown hyperparameter(s) lr; accepted: learning_rate, batch_size, backbone, trainable, patience, seed, "
-            "image_size, amp, channels_last.",
+            "image_size, amp, channels_last, augment.",
         ),
         (
             {"tune": False, "hyperparameters": {"learning_rate": "0.1"}},
@@ -409,3 +413,11 @@ def test_each_execution_gets_its_own_job_names(definition):
     second = Interpreter(definition, fake, execution_id="arn:aws:states:r:a:execution:m:two").run({"tune": False})
     assert first.call("Train")["TrainingJobName"] != second.call("Train")["TrainingJobName"]
     assert first.call("Train")["TrainingJobName"].startswith("dogbreeds-train-")
+
+
+def test_every_hyperparameter_the_input_accepts_is_an_option_of_train_py():
+    import train
+    from stacks.training_pipeline import HYPERPARAMETERS
+
+    options = {action.dest for action in train.get_args_parser()._actions}
+    assert set(HYPERPARAMETERS) <= options, set(HYPERPARAMETERS) - options

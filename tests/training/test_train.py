@@ -131,6 +131,28 @@ def test_a_truncated_jpeg_loads_with_a_warning_and_garbage_is_reported_by_path(
         data.load_rgb(str(garbage))
 
 
+def test_training_sees_the_pixels_the_endpoint_sees(tmp_path: Path) -> None:
+    """EXIF orientation and transparency are applied as inference.decode applies them (images.upright_rgb)."""
+    sideways = Image.new("RGB", (60, 40), (200, 30, 30))
+    sideways.paste((30, 30, 200), (0, 0, 30, 40))  # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    photo = tmp_path / "portrait.jpg"
+    sideways.save(photo, quality=95, exif=exif)
+    upright = data.load_rgb(str(photo))
+    assert upright.size == (40, 60)
+    assert upright.getpixel((20, 5))[2] > 150  # the blue half is on top once rotated
+    assert upright.getpixel((20, 55))[0] > 150
+
+    cut_out = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    cut_out.paste((0, 0, 0, 255), (0, 0, 4, 8))
+    path = tmp_path / "cut-out.png"
+    cut_out.save(path)
+    loaded = data.load_rgb(str(path))
+    assert loaded.getpixel((6, 4)) == (255, 255, 255)  # transparent: white, as at the endpoint (not black)
+    assert loaded.getpixel((1, 4)) == (0, 0, 0)
+
+
 def test_hidden_folders_are_not_classes(image_set_copy: Path) -> None:
     roots = {split: image_set_copy / split for split in data.SPLITS}
     for root in roots.values():
