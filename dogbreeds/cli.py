@@ -1,0 +1,124 @@
+"""The operator CLI: ``dogbreeds <command>`` runs the deployed system from a laptop.
+
+Every command finds what it needs from the deployed stacks' outputs (CloudFormation), with stack
+names from the settings (cdk.json, with ``-c key=value`` as for ``cdk synth``); expected failures end
+with one ``error:`` line and a documented exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+
+from boto3.exceptions import S3UploadFailedError
+
+from dogbreeds.ops import dataset, predict, status, training, weights
+from dogbreeds.ops.aws import Aws
+from dogbreeds.ops.config import AppConfig
+from dogbreeds.ops.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE, OpsError, from_botocore
+
+COMMANDS: dict[str, tuple[ModuleType, str]] = {
+    "upload-data": (dataset, "download dogImages, check it, and sync train/valid/test to the artifact bucket"),
+    "upload-weights": (weights, "put torchvision's pretrained weights for a backbone into the bucket"),
+    "train": (training, "start the training pipeline and follow it: states, jobs, metrics, the model"),
+    "predict": (predict, "classify one image (a file or a URL) through the Lambda or the endpoint"),
+    "status": (status, "the stacks, the last training run, the endpoint and the Lambda at a glance"),
+}
+
+EXAMPLES = """examples:
+  dogbreeds upload-data                       # download (resumable), check, upload, verify
+  dogbreeds upload-weights --backbone resnet50
+  dogbreeds train --no-tune --epochs 5 -H learning_rate=0.01 -H batch_size=64
+  dogbreeds predict https://example.com/dog.jpg --top-k 3
+  dogbreeds --region eu-west-1 -c project_name=demo status
+  dogbreeds cost --lambda-ms 200"""
+
+
+def _global_options(parser: argparse.ArgumentParser, *, late: bool) -> None:
+    """--profile, --region and -c; accepted before the command and (late) after it."""
+    default = {"default": argparse.SUPPRESS} if late else {}
+    parser.add_argument("--profile", help="AWS profile (default: AWS_PROFILE, else the default chain)", **default)
+    parser.add_argument("--region", help="AWS region (default: AWS_REGION, else the profile's region)", **default)
+    parser.add_argument(
+        "-c",
+        "--context",
+        action="append",
+        dest="late_context" if late else "context",
+        metavar="KEY=VALUE",
+        help="override a setting, as with cdk synth -c (repeatable); the stack names follow project_name",
+        **({"default": argparse.SUPPRESS} if late else {"default": []}),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dogbreeds",
+        description="Operate the deployed dog-breed classifier (the names come from the stacks' outputs).",
+        epilog=f"{EXAMPLES}\n\n{EXIT_CODES_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(parser, late=False)
+    late = argparse.ArgumentParser(add_help=False)
+    _global_options(late, late=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, summary) in COMMANDS.items():
+        sub = commands.add_parser(
+            name,
+            parents=[late],
+            help=summary,
+            description=(module.__doc__ or summary).replace("``", "").strip(),
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+    # cost has its own options (python -m dogbreeds.cost): everything after the command goes to it.
+    commands.add_parser("cost", parents=[late], add_help=False, help="the cost estimate (dogbreeds cost --help)")
+    return parser
+
+
+def run_cost(context: list[str], rest: list[str]) -> int:
+    from dogbreeds import cost  # imports the CDK (stacks.settings): only for this command
+
+    try:
+        return cost.main([*(word for item in context for word in ("-c", item)), *rest])
+    except SystemExit as done:  # --help, or its parser's usage error
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    context = [*args.context, *getattr(args, "late_context", [])]
+    if args.command == "cost":
+        return run_cost(context, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    module, _ = COMMANDS[args.command]
+    try:
+        config = AppConfig.load(context)
+        aws = Aws(getattr(args, "profile", None), getattr(args, "region", None))
+        return module.run(args, config, aws)
+    except OpsError as err:
+        return _fail(str(err), err.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted; running the command again picks up where it stopped.", EXIT_INTERRUPTED)
+    except S3UploadFailedError as err:
+        return _fail(str(err), OpsError.exit_code)
+    except Exception as err:
+        mapped = from_botocore(err)
+        if mapped is None:
+            raise
+        return _fail(str(mapped), mapped.exit_code)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Test doubles for the CLI: a boto3 session that hands out moto or stubbed clients, deployed stacks, a
+loopback HTTP server with Range support."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import boto3
+from botocore.awsrequest import AWSResponse
+from botocore.stub import Stubber
+
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+
+
+def stack_outputs(project: str = "dogbreeds", bucket: str = "dogbreeds-artifacts-test") -> dict[str, dict]:
+    """What a full deployment's DescribeStacks would answer: stack name -> outputs."""
+    arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{project}-training"
+    return {
+        f"{project}-foundation": {"ArtifactBucketName": bucket, "KeyArn": "arn:aws:kms:eu-west-1:1:key/k"},
+        f"{project}-training": {
+            "StateMachineArn": arn,
+            "ModelParameterName": f"/{project}/model/data-url",
+            "MetricsParameterName": f"/{project}/model/metrics",
+        },
+        f"{project}-notebook": {"NotebookName": f"{project}-notebook"},
+        f"{project}-endpoint": {
+            "EndpointName": "dog-breed-classifier",
+            "ModelDataUrl": f"s3://{bucket}/models/job/output/model.tar.gz",
+            "DashboardName": f"{project}-endpoint",
+        },
+        f"{project}-invoker": {
+            "FunctionName": f"{project}-predict",
+            "AliasArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{project}-predict:live",
+        },
+    }
+
+
+class FakeStacks:
+    """CloudFormation's DescribeStacks, answered from a table (moto's CloudFormation needs many extras).
+
+    ``stacks``: name -> outputs, or name -> {"status": ..., "outputs": {...}}.
+    """
+
+    def __init__(self, stacks: dict[str, dict]) -> None:
+        self.stacks = stacks
+        self.asked: list[str] = []
+
+    def install(self, client) -> None:
+        pending: list[str] = []
+
+        def capture(params, **_):
+            pending.append(params["StackName"])
+
+        def answer(**_):
+            name = pending.pop()
+            self.asked.append(name)
+            if name not in self.stacks:
+                error = {"Code": "ValidationError", "Message": f"Stack with id {name} does not exist"}
+                return AWSResponse(None, 400, {}, None), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
+            entry = self.stacks[name]
+            status = entry.get("status", "CREATE_COMPLETE") if "outputs" in entry else "CREATE_COMPLETE"
+            outputs = entry.get("outputs", entry)
+            stack = {
+                "StackName": name,
+                "StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{name}/1",
+                "StackStatus": status,
+                "CreationTime": datetime(2026, 1, 1, tzinfo=UTC),
+                "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()],
+            }
+            return AWSResponse(None, 200, {}, None), {"Stacks": [stack], "ResponseMetadata": {"HTTPStatusCode": 200}}
+
+        client.meta.events.register("before-parameter-build.cloudformation.DescribeStacks", capture)
+        client.meta.events.register("before-call.cloudformation.DescribeStacks", answer)
+
+
+class FakeSession:
+    """Stands in for boto3.Session: stubbed clients where given, else real clients (moto, in the tests)."""
+
+    def __init__(self, stacks: FakeStacks, region: str | None = REGION) -> None:
+        self.region_name = region
+        self.stacks = stacks
+        self.real = boto3.Session(region_name=region or REGION)
+        self.stubbers: dict[str, Stubber] = {}
+        self.clients: dict[str, object] = {}
+        self.created: list[str] = []
+
+    def get_credentials(self):
+        return self.real.get_credentials()
+
+    def stub(self, service: str) -> Stubber:
+        """A Stubber for ``service``'s client (created once, activated)."""
+        if service not in self.stubbers:
+            client = self.real.client(service)
+            self.clients[service] = client
+            self.stubbers[service] = Stubber(client)
+            self.stubbers[service].activate()
+        return self.stubbers[service]
+
+    def client(self, service: str, config=None):
+        self.created.append(service)
+        if service not in self.clients:
+            client = self.real.client(service, config=config)
+            if service == "cloudformation":
+                self.stacks.install(client)
+            self.clients[service] = client
+        return self.clients[service]
+
+    def assert_stubs_used(self) -> None:
+        for stubber in self.stubbers.values():
+            stubber.assert_no_pending_responses()
+
+
+class RangeServer:
+    """A loopback HTTP server for one payload, honouring ``Range: bytes=N-`` unless told not to."""
+
+    def __init__(self, payload: bytes, *, honour_range: bool = True, cut_first_response_at: int | None = None):
+        self.payload = payload
+        self.honour_range = honour_range
+        self.cut_first_response_at = cut_first_response_at
+        self.requests: list[dict[str, str | None]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append({"path": self.path, "range": self.headers.get("Range")})
+                if self.path.startswith("/missing"):
+                    self.send_error(404)
+                    return
+                data, start = server.payload, 0
+                wanted = self.headers.get("Range")
+                if wanted and server.honour_range:
+                    start = int(wanted.removeprefix("bytes=").rstrip("-"))
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if server.cut_first_response_at is not None and len(server.requests) == 1:
+                    self.wfile.write(body[: server.cut_first_response_at])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> RangeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@contextmanager
+def serving(payload: bytes, **options):
+    with RangeServer(payload, **options) as server:
+        yield server
