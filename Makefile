@@ -1,7 +1,7 @@
 # One entry point for people and CI. Every target sets up what it needs first:
 # a virtual environment in .venv from pyproject.toml, and the pinned CDK CLI from package-lock.json.
 #
-#   make demo    set everything up and run the main job (synthesize the whole app)
+#   make demo    set everything up, synthesize the whole app, then run the whole pipeline locally
 #   make test    set everything up and run every check: ruff, pytest (templates, cdk-nag, cfn-lint)
 
 PYTHON ?= python3
@@ -15,7 +15,8 @@ OUTDIR ?= cdk.out
 .PHONY: help setup demo synth test lint diff accept format clean
 
 help:
-	@echo "make demo   set up, then synthesize the whole app (templates in $(OUTDIR)/)"
+	@echo "make demo   set up, synthesize the whole app (templates in $(OUTDIR)/), then train, package, serve and"
+	@echo "            call the model locally, no AWS account (DEMO_ARGS=--help lists the options)"
 	@echo "make test   set up, then run ruff and the whole test suite"
 	@echo "make synth  synthesize only (set-up assumed)"
 	@echo "make diff   diff every stack against reviewed-templates/ (fails on an unreviewed change)"
@@ -36,6 +37,7 @@ node_modules/.installed: package.json package-lock.json
 	@touch $@
 
 demo: setup synth
+	$(BIN)/python -m dogbreeds.local.demo --templates $(OUTDIR) $(DEMO_ARGS)
 
 synth: setup
 	@rm -rf $(OUTDIR)

@@ -1,6 +1,6 @@
 """Running train.py the way jobs run it (a subprocess, torchrun), on small generated image sets.
 
-The helpers are fixtures (``run_train``, ``job_env``, ``tiny``) so that test modules need not import this file.
+The helpers are fixtures (``run_train``, ``tiny``) so that test modules need not import this file.
 """
 
 from __future__ import annotations
@@ -61,11 +61,6 @@ def image_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def image_set_copy(image_set: Path, tmp_path: Path) -> Path:
     """A copy of ``image_set`` that a test may break."""
     return Path(shutil.copytree(image_set, tmp_path / "dogImages"))
-
-
-@pytest.fixture(scope="session")
-def job_env() -> Callable[..., dict[str, str]]:
-    return _job_env
 
 
 @pytest.fixture(scope="session")

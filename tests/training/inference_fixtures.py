@@ -5,7 +5,8 @@ with ``PYTHONPATH=/opt/ml/model/code`` and ``default_service_handler`` set to it
 each TorchServe worker imports nothing of ours until ``HandlerService.initialize(context)``, which imports
 ``$SAGEMAKER_PROGRAM`` and calls ``model_fn``; then each request is ``handle([{"body": bytearray}],
 context)``, with the same context object carrying the request's headers. ``Endpoint`` does the same with
-the real toolkit; only TorchServe itself (a Java server) is replaced by ``ServerContext``.
+the real toolkit; only TorchServe itself (a Java server) is replaced by ``ServerContext``
+(``dogbreeds.local.torchserve``, which local mode's ``ModelWorker`` uses too).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import random
 import struct
 import sys
-import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,12 @@ from PIL import Image, ImageDraw
 from sagemaker_pytorch_serving_container.handler_service import HandlerService
 from torch import nn
 
+from dogbreeds.local.packaging import deploy_model, package_model
+from dogbreeds.local.torchserve import RequestProcessor, ServerContext
 from model import ModelConfig, build_model, eval_transform, save_artifact, save_serving_code
+
+# Re-exported: the tests import them from here.
+__all__ = ["RequestProcessor", "ServerContext", "deploy_model", "package_model"]
 
 # The modules of training/ that a fresh worker has not imported yet.
 SERVING_MODULES = ("inference", "model", "images")
@@ -92,48 +97,6 @@ def fit_stand_in_model(model_dir: Path) -> Path:
     save_artifact(model_dir, network, STAND_IN_CONFIG, list(CLASS_NAMES))
     save_serving_code(model_dir)  # as train.py does
     return model_dir
-
-
-def package_model(model_dir: Path, archive: Path) -> Path:
-    """``model.tar.gz`` as a SageMaker training job writes it: the model directory's files at the archive root."""
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted(model_dir.rglob("*")):
-            tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
-    return archive
-
-
-def deploy_model(archive: Path, model_dir: Path) -> Path:
-    """``model_dir`` laid out as ``/opt/ml/model`` on an endpoint: the archive extracted, its ``code/`` included."""
-    with tarfile.open(archive) as tar:
-        tar.extractall(model_dir, filter="data")
-    return model_dir
-
-
-class RequestProcessor:
-    """TorchServe's per-request header holder, as the toolkit reads it."""
-
-    def __init__(self, headers: dict[str, str]) -> None:
-        self._headers = headers
-
-    def get_request_properties(self) -> dict[str, str]:
-        return self._headers
-
-
-class ServerContext:
-    """Stand-in for TorchServe's ``ts.context.Context``: the parts the SageMaker toolkit uses."""
-
-    def __init__(self, model_dir: Path) -> None:
-        # TorchServe gives gpu_id None on a machine without GPUs, and batch_size 1 unless configured.
-        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": 1}
-        self.request_processor: list[RequestProcessor] = []
-        self.status: tuple[int, str] | None = None
-        self.content_type: str | None = None
-
-    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
-        self.status = (code, phrase)
-
-    def set_response_content_type(self, idx: int, value: str) -> None:
-        self.content_type = value
 
 
 @dataclass(frozen=True)

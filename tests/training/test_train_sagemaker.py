@@ -9,12 +9,8 @@ directory or a local tar.gz (not a file:// URI), and unpacks it into ``<base>/co
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,19 +18,11 @@ import torch
 from torchvision import models
 
 import train
+from dogbreeds.local import training_job
 from metrics import parse_metrics
 from model import MODEL_DIR_ENTRIES
 from stacks.constructs.code_asset import build_code_archive
 
-TOOLKIT = Path(sys.executable).parent / "train"
-RESOURCE_CONFIG = {
-    "current_host": "algo-1",
-    "hosts": ["algo-1"],
-    "current_group_name": "homogeneousCluster",
-    "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": ["algo-1"]}],
-    "network_interface_name": "eth0",
-}
-CHANNEL_CONFIG = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
 TINY_HYPERPARAMETERS = {
     "backbone": "resnet18",
     "pretrained": "none",
@@ -52,31 +40,16 @@ def code_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def sagemaker_base(root: Path, channels: dict[str, Path], hyperparameters: dict, code_archive: Path) -> Path:
-    """The /opt/ml layout of a one-instance job; hyperparameter values JSON-encoded as the SageMaker SDK sends them."""
-    for name, source in channels.items():
-        shutil.copytree(source, root / "input" / "data" / name)
-    config = root / "input" / "config"
-    config.mkdir(parents=True)
-    program = {"sagemaker_program": "train.py", "sagemaker_submit_directory": str(code_archive)}
-    encoded = {name: json.dumps(value) for name, value in (program | hyperparameters).items()}
-    (config / "hyperparameters.json").write_text(json.dumps(encoded))
-    (config / "inputdataconfig.json").write_text(json.dumps(dict.fromkeys(channels, CHANNEL_CONFIG)))
-    (config / "resourceconfig.json").write_text(json.dumps(RESOURCE_CONFIG))
-    (root / "model").mkdir()
-    # Without output/, the toolkit cannot record a failure and exits 0 after a failed script.
-    (root / "output" / "data").mkdir(parents=True)
-    return root
+    """The /opt/ml layout of a one-instance job, as local mode lays it out (dogbreeds.local.training_job)."""
+    return training_job.lay_out_job(root, channels, hyperparameters, code_archive).base
 
 
-def run_toolkit(base: Path, job_env: Callable[..., dict[str, str]]) -> subprocess.CompletedProcess[str]:
+def run_toolkit(base: Path) -> subprocess.CompletedProcess[str]:
+    """The toolkit's ``train`` on ``base``, with the environment local mode gives it (no DNS wait for hosts)."""
     return subprocess.run(
-        [str(TOOLKIT)],
+        [str(training_job.TOOLKIT)],
         cwd=base,
-        env=job_env(
-            SAGEMAKER_BASE_DIR=str(base),
-            SAGEMAKER_TRAINING_MODULE="sagemaker_pytorch_container.training:main",
-            SM_STUDIO_LOCAL_MODE="true",  # no DNS look-up of the host names, which is retried for minutes
-        ),
+        env=training_job.job_environment(training_job.TrainingJob(base)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -98,11 +71,9 @@ def assert_outputs_where_sagemaker_collects_them(base: Path, log: str) -> None:
     assert len(found["test_accuracy"]) == 1
 
 
-def test_a_one_process_job_reads_the_sagemaker_environment(
-    image_set: Path, code_archive: Path, job_env: Callable[..., dict[str, str]], tmp_path: Path
-) -> None:
+def test_a_one_process_job_reads_the_sagemaker_environment(image_set: Path, code_archive: Path, tmp_path: Path) -> None:
     base = sagemaker_base(tmp_path / "opt-ml", {"training": image_set}, TINY_HYPERPARAMETERS, code_archive)
-    result = run_toolkit(base, job_env)
+    result = run_toolkit(base)
     assert result.returncode == 0, result.stdout[-5000:]
     # The toolkit runs the script with its own interpreter (python3 in the container, the venv's python here).
     assert re.search(
@@ -115,7 +86,7 @@ def test_a_one_process_job_reads_the_sagemaker_environment(
 
 
 def test_a_torch_distributed_job_runs_under_torchrun_with_split_channels_and_pretrained_weights(
-    image_set: Path, code_archive: Path, job_env: Callable[..., dict[str, str]], tmp_path: Path
+    image_set: Path, code_archive: Path, tmp_path: Path
 ) -> None:
     weights = tmp_path / "weights" / "resnet18-f37072fd.pth"  # torchvision's file name
     weights.parent.mkdir()
@@ -133,7 +104,7 @@ def test_a_torch_distributed_job_runs_under_torchrun_with_split_channels_and_pre
         "sagemaker_mpi_num_of_processes_per_host": 2,
     }
     base = sagemaker_base(tmp_path / "opt-ml", channels, hyperparameters, code_archive)
-    result = run_toolkit(base, job_env)
+    result = run_toolkit(base)
     assert result.returncode == 0, result.stdout[-5000:]
     assert "torchrun --nnodes 1 --nproc_per_node 2 train.py" in result.stdout
     assert "[rank 0] host algo-1" in result.stdout
@@ -143,13 +114,11 @@ def test_a_torch_distributed_job_runs_under_torchrun_with_split_channels_and_pre
     assert_outputs_where_sagemaker_collects_them(base, result.stdout)
 
 
-def test_a_failed_job_says_why_in_the_failure_file(
-    image_set_copy: Path, code_archive: Path, job_env: Callable[..., dict[str, str]], tmp_path: Path
-) -> None:
+def test_a_failed_job_says_why_in_the_failure_file(image_set_copy: Path, code_archive: Path, tmp_path: Path) -> None:
     for split in ("train", "valid", "test"):
         (image_set_copy / split / "200.Empty_breed").mkdir()
     base = sagemaker_base(tmp_path / "opt-ml", {"training": image_set_copy}, TINY_HYPERPARAMETERS, code_archive)
-    result = run_toolkit(base, job_env)
+    result = run_toolkit(base)
     assert result.returncode == 1
     # SageMaker reports this file as the job's FailureReason.
     expected = "the train split has class folders with no image file: 200.Empty_breed"

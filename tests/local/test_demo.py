@@ -1,0 +1,199 @@
+"""``python -m dogbreeds.local.demo`` end to end, at tiny sizes: its output, its failures, its cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dogbreeds.local import demo, training_job
+from tests.local.conftest import TINY_DEMO
+from tests.local.processes import children_of, port_is_open, processes_mentioning
+
+LOOPBACK_URL = re.compile(r"http://127\.0\.0\.1:(\d+)")
+
+
+@pytest.fixture
+def templates(tmp_path: Path) -> Path:
+    """A stand-in for cdk.out: two templates."""
+    folder = tmp_path / "cdk.out"
+    folder.mkdir()
+    (folder / "dogbreeds-foundation.template.json").write_text(json.dumps({"Resources": {"A": {}, "B": {}}}))
+    (folder / "dogbreeds-invoker.template.json").write_text(json.dumps({"Resources": {"C": {}}}))
+    (folder / "manifest.json").write_text("{}")
+    return folder
+
+
+def work_folder(output: str) -> Path:
+    return Path(re.search(r"^work folder: (\S+)", output, re.M).group(1))
+
+
+def loopback_ports(output: str) -> set[int]:
+    return {int(port) for port in LOOPBACK_URL.findall(output)}
+
+
+def assert_nothing_left(output: str, children_before: set[int]) -> None:
+    work = work_folder(output)
+    assert not work.exists()
+    assert not processes_mentioning(str(work))
+    assert children_of(os.getpid()) <= children_before
+    for port in loopback_ports(output):
+        assert not port_is_open("127.0.0.1", port), port
+    assert "SAGEMAKER_PROGRAM" not in os.environ
+
+
+def test_the_demo_runs_every_step_and_leaves_nothing_behind(
+    templates: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    children_before = children_of(os.getpid())
+    modules_before = {name: sys.modules.get(name) for name in ("inference", "model", "images", "handler", "fetch")}
+
+    status = demo.main([*TINY_DEMO, "--templates", str(templates)])
+
+    output, errors = capsys.readouterr()
+    assert status == 0, output + errors
+    assert errors == ""
+    steps = re.findall(r"^\[(\d)/6\] ", output, re.M)
+    assert steps == ["1", "2", "3", "4", "5", "6"]
+    assert re.search(r"^ +dogbreeds-foundation\.template\.json +2 resources$", output, re.M)
+    assert re.search(r"^ +dogbreeds-invoker\.template\.json +1 resources$", output, re.M)
+    assert "3 classes (001.Affenpinscher, 042.Carolina_dog, 103.Mastiff)" in output
+    assert "train 48, valid 12, test 12 images" in output
+    assert "$ torchrun --nnodes 1 --nproc_per_node 2 train.py --backbone resnet18 " in output
+    assert re.search(r"^ +epoch 1/1: train loss \d", output, re.M)
+    assert re.search(r"^ +epoch +train loss +train acc +valid loss +valid acc +seconds$", output, re.M)
+    assert re.search(r"^ +curves: \S+/opt-ml/output/data/curves\.png$", output, re.M)
+    assert re.search(r"model\.tar\.gz \([\d.]+ MB\)", output)
+    assert "classes.json, code/images.py, code/inference.py, code/model.py, model.pth, model_config.json" in output
+    assert "a body that is no image: ModelError, OriginalStatusCode 400" in output
+    assert re.search(
+        r'^ +event \{"url": "http://127\.0\.0\.1:\d+/Carolina-Dog-standing-outdoors\.jpg"\}$', output, re.M
+    )
+    assert re.search(
+        r'^ +event \{"image_base64": "<\d+ bytes of Carolina-Dog-standing-outdoors\.jpg, base64>"\}', output, re.M
+    )
+    assert output.count("  -> 200 in ") == 2
+    # Three top-k tables (boto3, then the two Lambda events), each with the three trained breeds.
+    assert output.count("rank  breed") == 3
+    for label in ("Affenpinscher", "Carolina dog", "Mastiff"):
+        assert len(re.findall(rf"^ +\d  {label} +\d +[01]\.\d{{4}}$", output, re.M)) == 3, label
+    assert re.search(
+        r"^cleaned up: stopped the Lambda function's process; stopped the image web server; "
+        r"stopped the SageMaker runtime server; stopped the training job's processes; removed \S+$",
+        output,
+        re.M,
+    )
+    assert re.search(r"^Done in [\d.]+ s\.$", output, re.M)
+    assert_nothing_left(output, children_before)
+    assert {name: sys.modules.get(name) for name in modules_before} == modules_before
+
+
+def test_a_failed_training_job_stops_the_demo_with_the_job_s_failure_reason(
+    image_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = Path(shutil.copytree(image_set, tmp_path / "dogImages"))
+    for split in ("train", "valid", "test"):
+        (broken / split / "200.Empty_breed").mkdir()
+    kept = tmp_path / "kept"
+
+    status = demo.main(["--data-dir", str(broken), "--processes", "1", "--keep", str(kept)])
+
+    output, errors = capsys.readouterr()
+    assert status == 1
+    reason = "the train split has class folders with no image file: 200.Empty_breed"
+    assert errors.startswith("error: step 3 failed: the training job failed (toolkit exit status 1).\n")
+    assert f"FailureReason ({kept / 'opt-ml' / 'output' / 'failure'}):\n  {reason}\n" in errors
+    assert (kept / "opt-ml" / "output" / "failure").read_text() == reason
+    assert (kept / "training-job.log").is_file()
+    assert "cleaned up: stopped the training job's processes\n" in output
+    assert output.endswith(f"kept: {kept}\n")
+    assert not processes_mentioning(str(kept))
+
+
+def test_keep_refuses_a_folder_with_content(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "something").write_text("")
+    assert demo.main(["--keep", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"error: --keep {tmp_path}: the folder must be new or empty\n"
+
+
+def test_ctrl_c_during_training_ends_the_job_s_processes_and_removes_the_work_folder(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs: list[training_job.TrainingJob] = []
+    running: list[int] = []
+    start_job, show = training_job.start_job, demo.TrainingProgress.show
+
+    def recorded(job: training_job.TrainingJob) -> subprocess.Popen[str]:
+        jobs.append(job)
+        return start_job(job)
+
+    def interrupted_after_the_first_epoch(self: demo.TrainingProgress, line: str) -> None:
+        show(self, line)
+        if re.search(r"\bepoch=1;", line):
+            running.extend(processes_mentioning(str(jobs[0].base)))
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training_job, "start_job", recorded)
+    monkeypatch.setattr(demo.TrainingProgress, "show", interrupted_after_the_first_epoch)
+    children_before = children_of(os.getpid())
+
+    status = demo.main([*TINY_DEMO, "--epochs", "5"])
+
+    output, errors = capsys.readouterr()
+    assert status == 130
+    assert errors == "interrupted during step 3; cleaning up\n"
+    assert len(running) >= 3  # the toolkit, torchrun and its two training processes were running
+    assert re.search(r"^cleaned up: stopped the training job's processes; removed \S+$", output, re.M)
+    assert_nothing_left(output, children_before)
+
+
+def test_ctrl_c_while_the_servers_run_stops_them_all(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "show_lambda_response", interrupted)
+    children_before = children_of(os.getpid())
+
+    status = demo.main(list(TINY_DEMO))
+
+    output, errors = capsys.readouterr()
+    assert status == 130
+    assert errors == "interrupted during step 6; cleaning up\n"
+    assert len(loopback_ports(output)) == 2  # the SageMaker runtime and the image web server
+    assert (
+        "stopped the Lambda function's process; stopped the image web server; stopped the SageMaker runtime" in output
+    )
+    assert_nothing_left(output, children_before)
+
+
+def test_the_options_become_the_job_s_hyperparameters() -> None:
+    parse = demo.get_args_parser().parse_args
+    assert demo.hyperparameters(parse([])) == {
+        "backbone": "resnet18",
+        "pretrained": "none",
+        "epochs": 6,
+        "image_size": 32,
+        "batch_size": 8,
+        "learning_rate": 0.01,
+        "workers": 0,
+        "sagemaker_torch_distributed_enabled": True,
+        "sagemaker_mpi_num_of_processes_per_host": 2,
+    }
+    one_process = demo.hyperparameters(parse(["--processes", "1", "--pretrained", "/weights/resnet18.pth"]))
+    assert "sagemaker_torch_distributed_enabled" not in one_process
+    assert one_process["pretrained"] == "auto"  # train.py then takes the 'pretrained' channel
+
+
+def test_a_number_below_one_is_refused_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        demo.main(["--processes", "0"])
+    assert exited.value.code == 2
+    assert "argument --processes: expected a whole number of at least 1, got '0'" in capsys.readouterr().err
