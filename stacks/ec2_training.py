@@ -18,7 +18,8 @@ from constructs import Construct
 
 from stacks.constructs.code_asset import TrainingCodeAsset
 from stacks.constructs.iam import bucket_prefix_statements, kms_data_statement
-from stacks.foundation import PREFIXES, ArtifactBucketRef
+from stacks.contract import PREFIXES
+from stacks.foundation import ArtifactBucketRef
 from stacks.nag import acknowledge, acknowledge_wildcards
 from stacks.settings import Settings
 

@@ -18,7 +18,8 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from stacks.constructs.iam import kms_data_statement, vpc_network_interface_statements
-from stacks.foundation import PREFIXES, ArtifactBucketRef
+from stacks.contract import PREFIXES
+from stacks.foundation import ArtifactBucketRef
 from stacks.images import pytorch_image
 from stacks.instances import has_local_storage
 from stacks.nag import acknowledge_wildcards

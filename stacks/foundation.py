@@ -10,21 +10,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from stacks.contract import PREFIXES
 from stacks.settings import Settings
-
-
-@dataclass(frozen=True)
-class ArtifactPrefixes:
-    """Where each kind of object lives in the artifact bucket (each ends with '/')."""
-
-    datasets: str = "datasets/dogImages/"
-    pretrained: str = "pretrained/"
-    models: str = "models/"
-    checkpoints: str = "checkpoints/"
-    ec2_models: str = "ec2-models/"
-
-
-PREFIXES = ArtifactPrefixes()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.constructs.iam import bucket_prefix_statements, kms_data_statement, vpc_network_interface_statements
-from stacks.foundation import PREFIXES, ArtifactBucketRef
+from stacks.contract import PREFIXES
+from stacks.foundation import ArtifactBucketRef
 from stacks.nag import acknowledge_wildcards
 from stacks.settings import Settings
 from stacks.training import state_machine_name

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from types import ModuleType
-
 from aws_cdk import Aws, CfnOutput, Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -14,14 +11,15 @@ from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from stacks.constructs.code_asset import CODE_DIR, TrainingCodeAsset
+from stacks.constructs.code_asset import TrainingCodeAsset
 from stacks.constructs.iam import (
     bucket_prefix_statements,
     kms_data_statement,
     kms_grant_statement,
     vpc_network_interface_statements,
 )
-from stacks.foundation import PREFIXES, ArtifactBucketRef
+from stacks.contract import PREFIXES, load_metrics_module
+from stacks.foundation import ArtifactBucketRef
 from stacks.images import pytorch_image
 from stacks.nag import acknowledge, acknowledge_wildcards
 from stacks.settings import Settings
@@ -30,15 +28,6 @@ from stacks.training_pipeline import PipelineResources, definition, job_name_pre
 # The value the handoff parameter holds until the pipeline has handed off a model. The endpoint
 # stack refuses to deploy while it is there (a CloudFormation rule, checked before any resource).
 NOT_TRAINED = "none: no model has been trained yet"
-
-
-def load_metrics_module() -> ModuleType:
-    """training/metrics.py, the one definition of the metric lines (training/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("dogbreeds_training_metrics", CODE_DIR / "metrics.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def state_machine_name(settings: Settings) -> str:

@@ -19,23 +19,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from stacks.contract import HYPERPARAMETERS
 from stacks.instances import LOCAL_STORAGE_PATTERN
 from stacks.settings import BACKBONES, TRAINABLE, Settings
 
 # What the execution input may carry; anything else is refused before a job starts.
 INPUT_FIELDS = ("tune", "instance_count", "instance_type", "epochs", "use_spot", "hyperparameters")
-HYPERPARAMETERS = (
-    "learning_rate",
-    "batch_size",
-    "backbone",
-    "trainable",
-    "patience",
-    "seed",
-    "image_size",
-    "amp",
-    "channels_last",
-    "augment",
-)
 TUNED = ("learning_rate", "batch_size")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 MAX_INSTANCE_COUNT = 20

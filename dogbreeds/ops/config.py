@@ -25,10 +25,6 @@ CDK_JSON = REPO_ROOT / "cdk.json"
 # The app's stacks, as stack_name(part) names them (stacks/composition.py).
 STACK_PARTS = ("foundation", "training", "notebook", "ec2-training", "endpoint", "invoker")
 
-# Where each kind of object lives in the artifact bucket (stacks/foundation.py's PREFIXES).
-DATASET_PREFIX = "datasets/dogImages/"
-PRETRAINED_PREFIX = "pretrained/"
-
 PROJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,19}$")
 _SETTINGS_KEY = re.compile(r"[a-z][a-z0-9_]*")  # CDK's own context keys contain '@', ':' or '-'
 _TRUE = {"true", "yes", "1", "on"}

@@ -20,10 +20,11 @@ from pathlib import Path, PurePosixPath
 from boto3.s3.transfer import TransferConfig
 
 from dogbreeds.ops.aws import Aws, Stacks
-from dogbreeds.ops.config import DATASET_PREFIX, AppConfig
+from dogbreeds.ops.config import AppConfig
 from dogbreeds.ops.download import check_url, download
 from dogbreeds.ops.errors import OpsError, UsageError
 from dogbreeds.ops.progress import Progress, human_bytes
+from stacks.contract import PREFIXES
 
 DATASET_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
 ARCHIVE_NAME = "dogImages.zip"
@@ -311,11 +312,11 @@ def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
     print(f"Data set {root}: {len(dataset.classes)} classes; {counts} images")
 
     s3 = aws.client("s3")
-    result = sync(s3, bucket, DATASET_PREFIX, dataset, workers=args.workers, delete=args.delete)
+    result = sync(s3, bucket, PREFIXES.datasets, dataset, workers=args.workers, delete=args.delete)
     print(f"Uploaded {result.uploaded} files ({human_bytes(result.uploaded_bytes)}); skipped {result.skipped}")
 
-    checks = verify(s3, bucket, DATASET_PREFIX, dataset)
-    print(f"Checked against the listing of s3://{bucket}/{DATASET_PREFIX}:")
+    checks = verify(s3, bucket, PREFIXES.datasets, dataset)
+    print(f"Checked against the listing of s3://{bucket}/{PREFIXES.datasets}:")
     print(f"  {'split':<6} {'local':>7} {'in S3':>7}")
     for c in checks:
         note = "ok" if c.ok else "MISMATCH" + (f" ({c.missing} local files missing in S3)" if c.missing else "")

@@ -12,8 +12,9 @@ import argparse
 from datetime import UTC, datetime, timedelta
 
 from dogbreeds.ops.aws import Aws, Stacks
-from dogbreeds.ops.config import DATASET_PREFIX, PRETRAINED_PREFIX, STACK_PARTS, AppConfig
+from dogbreeds.ops.config import STACK_PARTS, AppConfig
 from dogbreeds.ops.errors import ACCESS_DENIED_CODES, NotDeployedError, client_error_code
+from stacks.contract import PREFIXES
 
 WINDOW_MINUTES = 15
 
@@ -66,14 +67,14 @@ def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
 def _foundation(stacks: Stacks, aws: Aws) -> list[str]:
     bucket = stacks.output("foundation", "ArtifactBucketName")
     s3 = aws.client("s3")
-    found = _read(s3.list_objects_v2, Bucket=bucket, Prefix=DATASET_PREFIX, Delimiter="/").get("CommonPrefixes", [])
-    splits = [p["Prefix"][len(DATASET_PREFIX) :] for p in found]
-    weights = _read(s3.list_objects_v2, Bucket=bucket, Prefix=PRETRAINED_PREFIX, Delimiter="/").get("Contents", [])
-    names = [o["Key"][len(PRETRAINED_PREFIX) :] for o in weights if o["Key"].endswith(".pth")]
+    found = _read(s3.list_objects_v2, Bucket=bucket, Prefix=PREFIXES.datasets, Delimiter="/").get("CommonPrefixes", [])
+    splits = [p["Prefix"][len(PREFIXES.datasets) :] for p in found]
+    weights = _read(s3.list_objects_v2, Bucket=bucket, Prefix=PREFIXES.pretrained, Delimiter="/").get("Contents", [])
+    names = [o["Key"][len(PREFIXES.pretrained) :] for o in weights if o["Key"].endswith(".pth")]
     return [
         f"Artifact bucket {bucket}:",
-        f"  data set ({DATASET_PREFIX}): {', '.join(splits) or 'none'} (dogbreeds upload-data)",
-        f"  pretrained weights ({PRETRAINED_PREFIX}): {', '.join(names) or 'none'} (dogbreeds upload-weights)",
+        f"  data set ({PREFIXES.datasets}): {', '.join(splits) or 'none'} (dogbreeds upload-data)",
+        f"  pretrained weights ({PREFIXES.pretrained}): {', '.join(names) or 'none'} (dogbreeds upload-weights)",
     ]
 
 

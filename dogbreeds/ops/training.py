@@ -10,34 +10,19 @@ each SageMaker task), so nothing here re-derives the pipeline's naming.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import time
 from dataclasses import dataclass, field
 
 from dogbreeds.ops.aws import Aws, Stacks
-from dogbreeds.ops.config import REPO_ROOT, AppConfig
+from dogbreeds.ops.config import AppConfig
 from dogbreeds.ops.errors import EXIT_INTERRUPTED, OpsError, UsageError, client_error_code
+from stacks.contract import HYPERPARAMETERS, load_metrics_module
 
-# What the pipeline's input accepts under "hyperparameters" (stacks/training_pipeline.py's
-# HYPERPARAMETERS; a test keeps the two equal). The state machine checks the values.
-HYPERPARAMETERS = (
-    "learning_rate",
-    "batch_size",
-    "backbone",
-    "trainable",
-    "patience",
-    "seed",
-    "image_size",
-    "amp",
-    "channels_last",
-    "augment",
-)
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL_JOB_STATES = frozenset({"Completed", "Failed", "Stopped"})
 TERMINAL_EXECUTION_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
-METRICS_FILE = REPO_ROOT / "training" / "metrics.py"
 
 
 def pause(seconds: float) -> None:
@@ -46,12 +31,11 @@ def pause(seconds: float) -> None:
 
 
 def metric_regexes() -> list[re.Pattern[str]]:
-    """training/metrics.py's METRIC_REGEXES (loaded from the file: training/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("dogbreeds_training_metrics", METRICS_FILE)
-    if spec is None or spec.loader is None or not METRICS_FILE.exists():
-        raise OpsError(f"{METRICS_FILE} not found: run the CLI from the project's checkout (pip install -e .)")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """training/metrics.py's METRIC_REGEXES, read as the training stack reads them."""
+    try:
+        module = load_metrics_module()
+    except FileNotFoundError as err:
+        raise OpsError(f"{err} not found: run the CLI from the project's checkout (pip install -e .)") from None
     return [re.compile(r) for r in module.METRIC_REGEXES.values()]
 
 

@@ -14,11 +14,12 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from dogbreeds.ops.aws import Aws, Stacks
-from dogbreeds.ops.config import PRETRAINED_PREFIX, AppConfig
+from dogbreeds.ops.config import AppConfig
 from dogbreeds.ops.dataset import default_cache_dir
 from dogbreeds.ops.download import download
 from dogbreeds.ops.errors import OpsError, UsageError
 from dogbreeds.ops.progress import human_bytes
+from stacks.contract import PREFIXES
 
 # The weights training/model.py's BACKBONES uses (torchvision's enums); a test keeps the two equal, so
 # the CLI needs no torch to know them.
@@ -97,11 +98,11 @@ def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
             )
 
     s3 = aws.client("s3")
-    key = PRETRAINED_PREFIX + name
+    key = PREFIXES.pretrained + name
     size = source.stat().st_size
     existing = {
         obj["Key"]: obj["Size"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=PRETRAINED_PREFIX + backbone)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=PREFIXES.pretrained + backbone)
         for obj in page.get("Contents", [])
     }
     if existing.get(key) == size and args.file is None:
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
         s3.upload_file(str(source), bucket, key)
 
     # train.py wants exactly one <backbone>*.pth in the channel's folder: others would stop the job.
-    others = sorted(k for k in existing if k != key and "/" not in k[len(PRETRAINED_PREFIX) :] and k.endswith(".pth"))
+    others = sorted(k for k in existing if k != key and "/" not in k[len(PREFIXES.pretrained) :] and k.endswith(".pth"))
     for other in others:
         s3.delete_object(Bucket=bucket, Key=other)
         print(f"Deleted s3://{bucket}/{other}: train.py accepts one {backbone}*.pth (the bucket keeps old versions)")

@@ -18,8 +18,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from stacks.contract import CODE_DIR
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CODE_DIR = REPO_ROOT / "training"
 BUILD_DIR = REPO_ROOT / "build"
 _EXCLUDED_DIRS = {"__pycache__"}
 _EXCLUDED_SUFFIXES = {".pyc", ".pyo"}

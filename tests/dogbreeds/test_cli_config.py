@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from dogbreeds.ops import config, training, weights
+from dogbreeds.ops import config, dataset, training, weights
 from dogbreeds.ops.config import AppConfig
 from dogbreeds.ops.errors import UsageError
 from stacks import training_pipeline
-from stacks.foundation import PREFIXES
+from stacks.contract import PREFIXES
 from stacks.settings import Settings, defaults
 
 REVIEWED = Path(__file__).resolve().parents[2] / "reviewed-templates"
@@ -45,9 +47,21 @@ def test_every_output_read_is_in_the_reviewed_template(part):
     assert OUTPUTS_READ[part] <= set(template["Outputs"])
 
 
-def test_prefixes_and_hyperparameters_match_the_stacks():
-    assert (PREFIXES.datasets, PREFIXES.pretrained) == (config.DATASET_PREFIX, config.PRETRAINED_PREFIX)
-    assert training.HYPERPARAMETERS == training_pipeline.HYPERPARAMETERS
+def test_the_cli_reads_the_stacks_names_without_importing_the_cdk():
+    """Prefixes and hyperparameters come from stacks.contract, which the stacks use too; neither it nor the
+    CLI may import the CDK (its Node.js runtime would start for every command)."""
+    assert training.HYPERPARAMETERS is training_pipeline.HYPERPARAMETERS
+    assert dataset.PREFIXES is PREFIXES
+    script = "import sys, dogbreeds.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in {0!r}))"
+    result = subprocess.run(
+        [sys.executable, "-c", script.format({"aws_cdk", "constructs", "jsii", "cdk_nag", "torch"})],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_weights_table_matches_torchvision_enums():
