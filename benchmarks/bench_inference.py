@@ -55,14 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--gpu-batch", type=int, default=32, help="batch of the forward matrix on a GPU (default: %(default)s)"
     )
     parser.add_argument("--rounds", type=int, default=None, help="requests per case (default: 10 quick, 60 full)")
-    parser.add_argument(
-        "--wait-idle",
-        type=float,
-        default=120,
-        help="seconds to wait at most for the other processes to leave the CPUs idle first (default: %(default)s)",
-    )
-    parser.add_argument("--output", default=None, help="also write the Markdown report to this file")
-    parser.add_argument("--json", default=None, help="also write the raw figures to this JSON file")
+    benchkit.add_report_options(parser)
     return parser
 
 
@@ -354,14 +347,7 @@ def report(facts: dict, setup: dict, results: list[dict], piece_rows: list[dict]
     for row in results:
         by_case[(row["photo"], row["batch"])][row["handler"]] = row
     lines = [
-        "### Inference: handler functions in-process",
-        "",
-        f"Command: `{benchkit.command_line()}`",
-        "",
-        benchkit.machine_block(facts),
-        f"- other processes: {setup['idle']}; they used {setup['other_load']} during the run; "
-        f"load average before / after: {setup['load_before']} / {setup['load_after']}",
-        "",
+        *benchkit.report_header("### Inference: handler functions in-process", facts, setup),
         f"Model: resnet50, random initialization, 133 classes, 224-pixel input, on {setup['device']}; "
         f"model_fn {ms(setup['model_fn_seconds'])} ms (with its warm-up pass), the naive load "
         f"{ms(setup['naive_load_seconds'])} ms. Photos: {setup['photos']}.",

@@ -35,14 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="one synth, no test command")
     parser.add_argument("--synths", type=int, default=None, help="synth runs (default: 1 quick, 2 full)")
-    parser.add_argument(
-        "--wait-idle",
-        type=float,
-        default=120,
-        help="seconds to wait at most for the other processes to leave the CPUs idle first (default: %(default)s)",
-    )
-    parser.add_argument("--output", default=None, help="also write the Markdown report to this file")
-    parser.add_argument("--json", default=None, help="also write the raw figures to this JSON file")
+    benchkit.add_report_options(parser)
     return parser
 
 
@@ -81,14 +74,7 @@ def report(facts: dict, setup: dict, steps: list[dict]) -> str:
     ]
     tests = [step for step in steps if step["step"].startswith("test: ")]
     lines = [
-        "### Synth and tests",
-        "",
-        f"Command: `{benchkit.command_line()}`",
-        "",
-        benchkit.machine_block(facts),
-        f"- other processes: {setup['idle']}; they used {setup['other_load']} during the run; "
-        f"load average before / after: {setup['load_before']} / {setup['load_after']}",
-        "",
+        *benchkit.report_header("### Synth and tests", facts, setup),
         table(["step", "command", "seconds", "exit status", "last line"], rows),
     ]
     if tests:

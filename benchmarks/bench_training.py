@@ -72,14 +72,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--trial-epochs", type=int, default=None, help="epochs of a head-only trial (default: 3 quick, 5 full)"
     )
-    parser.add_argument(
-        "--wait-idle",
-        type=float,
-        default=120,
-        help="seconds to wait at most for the other processes to leave the CPUs idle first (default: %(default)s)",
-    )
-    parser.add_argument("--output", default=None, help="also write the Markdown report to this file")
-    parser.add_argument("--json", default=None, help="also write the raw figures to this JSON file")
+    benchkit.add_report_options(parser)
     return parser
 
 
@@ -266,14 +259,7 @@ def report(facts: dict, setup: dict, loops: dict, trials: dict, pieces: list[dic
         (row["epoch"], f"{row['loading_seconds']:.2f}", f"{row['compute_seconds']:.2f}") for row in naive["epochs"]
     ]
     lines = [
-        "### Training: train.py's loop against a naive loop",
-        "",
-        f"Command: `{benchkit.command_line()}`",
-        "",
-        benchkit.machine_block(facts),
-        f"- other processes: {setup['idle']}; they used {setup['other_load']} during the run; "
-        f"load average before / after: {setup['load_before']} / {setup['load_after']}",
-        "",
+        *benchkit.report_header("### Training: train.py's loop against a naive loop", facts, setup),
         f"Set-up: {setup['description']}. train.py reported: `{setup['train_py']}`.",
         "",
         "The loop (images/s: training images over the training pass; epoch: training and evaluation; "

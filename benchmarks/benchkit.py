@@ -6,6 +6,7 @@ containers do: importing this module puts ``training/`` first on ``sys.path``.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import io
 import json
@@ -244,6 +245,32 @@ def command_line() -> str:
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
     return " ".join([".venv/bin/python", str(shown), *sys.argv[1:]])
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    """--wait-idle, --output and --json, which every benchmark takes (see ``wait_until_idle``, ``write_outputs``)."""
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=120,
+        help="seconds to wait at most for the other processes to leave the CPUs idle first (default: %(default)s)",
+    )
+    parser.add_argument("--output", default=None, help="also write the Markdown report to this file")
+    parser.add_argument("--json", default=None, help="also write the raw figures to this JSON file")
+
+
+def report_header(title: str, facts: dict[str, str], setup: dict) -> list[str]:
+    """The opening lines of a report: its title, the command, the machine, and how busy other processes were."""
+    return [
+        title,
+        "",
+        f"Command: `{command_line()}`",
+        "",
+        machine_block(facts),
+        f"- other processes: {setup['idle']}; they used {setup['other_load']} during the run; "
+        f"load average before / after: {setup['load_before']} / {setup['load_after']}",
+        "",
+    ]
 
 
 def write_outputs(markdown: str, results: dict, markdown_path: str | None, json_path: str | None) -> None:
