@@ -84,7 +84,7 @@ from sagemaker_inference.errors import GenericInferenceToolkitError
 from torch import nn
 from torchvision.transforms.v2 import functional as tvf
 
-from model import DECODE_MARGIN, MODEL_FILE, ModelConfig, load_artifact, readable_label
+from model import AMP_MODES, DECODE_MARGIN, MODEL_FILE, ModelConfig, gpu_autocast_dtype, load_artifact, readable_label
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,6 @@ PROBABILITY_DECIMALS = 6
 MAX_IMAGE_BYTES = _positive_int_env("MAX_IMAGE_BYTES", 6 * 1024 * 1024)
 MAX_PIXELS = _positive_int_env("MAX_PIXELS", 40_000_000)
 MAX_BATCH = _positive_int_env("MAX_BATCH", 16)
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 @dataclass(frozen=True)
@@ -188,17 +187,12 @@ def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     mode = mode.strip().lower()
     if mode not in AMP_MODES:
         raise ValueError(f"INFERENCE_AMP must be one of {', '.join(AMP_MODES)}, got {mode!r}")
-    if device.type != "cuda" or mode == "off":
+    if device.type != "cuda":
         return None
-    native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
-    if mode == "bf16" and not native_bf16:
-        raise ValueError(
-            f"INFERENCE_AMP bf16 needs a GPU of compute capability 8.0 or newer, not a "
-            f"{torch.cuda.get_device_name(device)}; use fp16 or auto"
-        )
-    if mode == "fp16":
-        return torch.float16
-    return torch.bfloat16 if native_bf16 else torch.float16
+    try:
+        return gpu_autocast_dtype(mode, device)
+    except ValueError as err:
+        raise ValueError(f"INFERENCE_AMP {err}; use fp16 or auto") from None
 
 
 def input_fn(request_body: bytes | bytearray | str | None, content_type: str | None, context: Any = None) -> Request:

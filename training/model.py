@@ -48,6 +48,8 @@ BACKBONES = {
     "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V2),
 }
 TRAINABLE = ("head", "last_block", "all")
+# Mixed precision: train.py's --amp and inference.py's INFERENCE_AMP.
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 # RandomResizedCrop's ranges (torchvision's defaults, stated here because decode_size depends on them).
 TRAIN_CROP_SCALE = (0.08, 1.0)
 TRAIN_CROP_RATIO = (3 / 4, 4 / 3)
@@ -91,6 +93,22 @@ class ModelConfig:
         data["mean"] = tuple(data["mean"])
         data["std"] = tuple(data["std"])
         return cls(**data)
+
+
+def gpu_autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``mode`` (one of ``AMP_MODES``) on the CUDA ``device``; None: full precision.
+
+    ``auto`` is bf16 where the GPU computes it natively (compute capability 8.0 or newer: A10G, L4, A100,
+    H100), else fp16 (T4, V100). ``bf16`` on an older GPU raises ValueError("bf16 needs ..."), which the
+    callers complete with the name of their setting.
+    """
+    if mode == "off":
+        return None
+    native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
+    if mode == "bf16" and not native_bf16:
+        name = torch.cuda.get_device_name(device)
+        raise ValueError(f"bf16 needs a GPU of compute capability 8.0 or newer, not a {name}")
+    return torch.bfloat16 if mode == "bf16" or (mode == "auto" and native_bf16) else torch.float16
 
 
 def build_model(config: ModelConfig) -> nn.Module:

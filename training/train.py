@@ -64,6 +64,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from metrics import metric_line
 from model import (
+    AMP_MODES,
     BACKBONES,
     TRAINABLE,
     ModelConfig,
@@ -72,6 +73,7 @@ from model import (
     build_model,
     decode_size,
     eval_transform,
+    gpu_autocast_dtype,
     load_pretrained_backbone,
     save_artifact,
     save_serving_code,
@@ -79,7 +81,6 @@ from model import (
     train_transform,
 )
 
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 MAX_AUTO_WORKERS = 16
 CHECKPOINT_FILE = "checkpoint.pth"
 METRICS_FILE = "metrics.json"
@@ -418,11 +419,10 @@ def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
         if mode == "fp16":
             raise TrainingError("--amp fp16 needs a CUDA GPU; on CPU use --amp bf16 or off")
         return torch.bfloat16
-    native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
-    if mode == "bf16" and not native_bf16:
-        name = torch.cuda.get_device_name(device)
-        raise TrainingError(f"--amp bf16 needs a GPU of compute capability 8.0 or newer, not a {name}; use --amp fp16")
-    return torch.bfloat16 if mode == "bf16" or (mode == "auto" and native_bf16) else torch.float16
+    try:
+        return gpu_autocast_dtype(mode, device)
+    except ValueError as err:
+        raise TrainingError(f"--amp {err}; use --amp fp16") from None
 
 
 def worker_count(requested: int, processes: Processes) -> int:

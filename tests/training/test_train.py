@@ -353,3 +353,26 @@ def test_an_interrupted_run_resumes_after_its_last_epoch_and_a_finished_one_only
         f"train.py: error: the checkpoint in {checkpoints} belongs to another run: learning_rate=0.01 (now 0.05); "
         "delete it or give another --checkpoint-dir"
     )
+
+
+@pytest.mark.parametrize(
+    ("capability", "amp", "expected"),
+    [((7, 5), "auto", torch.float16), ((8, 0), "auto", torch.bfloat16), ((7, 5), "fp16", torch.float16)],
+)
+def test_the_gpu_autocast_dtype_follows_the_compute_capability(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], amp: str, expected: torch.dtype
+) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert train.autocast_dtype(amp, torch.device("cuda", 0)) == expected
+
+
+def test_bf16_training_on_a_gpu_without_native_bf16_is_refused_naming_the_option(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(
+        train.TrainingError,
+        match=r"^--amp bf16 needs a GPU of compute capability 8\.0 or newer, not a Tesla T4; use --amp fp16$",
+    ):
+        train.autocast_dtype("bf16", torch.device("cuda", 0))
