@@ -13,25 +13,29 @@ from types import ModuleType
 
 from boto3.exceptions import S3UploadFailedError
 
-from dogbreeds.ops import dataset, predict, status, training, weights
+from dogbreeds.ops import dataset, predict, preflight, resize, status, training, weights
 from dogbreeds.ops.aws import Aws
 from dogbreeds.ops.config import AppConfig
 from dogbreeds.ops.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE, OpsError, from_botocore
 
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
+    "preflight": (preflight, "before the first deploy: the service quotas these settings need, and what is short"),
     "upload-data": (dataset, "download dogImages, check it, and sync train/valid/test to the artifact bucket"),
     "upload-weights": (weights, "put torchvision's pretrained weights for a backbone into the bucket"),
     "train": (training, "start the training pipeline and follow it: states, jobs, metrics, the model"),
     "predict": (predict, "classify one image (a file or a URL) through the Lambda or the endpoint"),
     "status": (status, "the stacks, the last training run, the endpoint and the Lambda at a glance"),
+    "resize-endpoint": (resize, "change the endpoint's instance type: autoscaling off, deploy, autoscaling on"),
 }
 
 EXAMPLES = """examples:
+  dogbreeds preflight                         # before the first deploy: quotas vs settings, increase requests
   dogbreeds upload-data                       # download (resumable), check, upload, verify
   dogbreeds upload-weights --backbone resnet50
   dogbreeds train --no-tune --epochs 5 -H learning_rate=0.01 -H batch_size=64
   dogbreeds predict https://example.com/dog.jpg --top-k 3
   dogbreeds --region eu-west-1 -c project_name=demo status
+  dogbreeds resize-endpoint --instance-type ml.g5.xlarge   # deregister autoscaling, deploy, register again
   dogbreeds cost --lambda-ms 200"""
 
 

@@ -146,6 +146,10 @@ class Ec2TrainingStack(Stack):
             role=role,
             security_group=security_group,
             user_data=user_data,
+            # The instance terminates itself after its run, so an in-place update of its user data would fail or do
+            # nothing: a change of user data (a new run id, new code or hyperparameters) gives it a new logical ID,
+            # and CloudFormation replaces it, which starts the new run. The script skips a run id that has a model.
+            user_data_causes_replacement=True,
             require_imdsv2=True,
             associate_public_ip_address=False,
             detailed_monitoring=True,

@@ -138,17 +138,18 @@ class EndpointStack(Stack):
             ),
         )
 
+        resource_id = f"endpoint/{s.endpoint_name}/variant/{VARIANT}"
         target = autoscaling.ScalableTarget(
             self,
             "ScalableTarget",
             service_namespace=autoscaling.ServiceNamespace.SAGEMAKER,
-            resource_id=f"endpoint/{s.endpoint_name}/variant/{VARIANT}",
+            resource_id=resource_id,
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
             min_capacity=s.endpoint_min_capacity,
             max_capacity=s.endpoint_max_capacity,
         )
         target.node.add_dependency(self.endpoint)
-        target.scale_to_track_metric(
+        policy = target.scale_to_track_metric(
             "InvocationsPerInstance",
             target_value=s.endpoint_target_invocations_per_instance,
             predefined_metric=autoscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
@@ -158,6 +159,15 @@ class EndpointStack(Stack):
         self.dashboard = self._dashboard(s)
 
         CfnOutput(self, "EndpointName", value=s.endpoint_name)
+        # An instance-type change needs the variant deregistered from autoscaling around the deploy (SageMaker
+        # refuses it otherwise, and CloudFormation cannot deregister): `dogbreeds resize-endpoint` does that and
+        # registers it again under these names, the ones this stack's resources have.
+        CfnOutput(self, "ScalableTargetResourceId", value=resource_id)
+        CfnOutput(
+            self,
+            "ScalingPolicyName",
+            value=policy.node.default_child.policy_name,  # a name CDK derives from the construct path
+        )
         CfnOutput(self, "ModelDataUrl", value=model_data_url)
         CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name)
 
@@ -278,8 +288,10 @@ class EndpointStack(Stack):
                 "Errors5xx",
                 alarm_name=f"{s.endpoint_name}-5xx-errors",
                 alarm_description="The endpoint answered 5XX to more than 1% of invocations",
+                # CloudWatch metric math: IF(TS > S, TS, S) is a documented IF syntax; MAX takes a time series
+                # or an array of time series, never a scalar. No invocations in a minute is no error rate: 0.
                 metric=cloudwatch.MathExpression(
-                    expression="100 * errors / MAX([invocations, 1])",
+                    expression="IF(invocations > 0, 100 * errors / invocations, 0)",
                     using_metrics={
                         "errors": self._metric("Invocation5XXErrors", "Sum"),
                         "invocations": self._metric("Invocations", "Sum"),

@@ -55,14 +55,19 @@ class InvokerStack(Stack):
         if s.lambda_allow_http_urls:
             function_sg.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(80), "HTTP image URLs (setting)")
 
+        # Private DNS makes every sagemaker.runtime call in the VPC resolve to this endpoint (the Lambda's, the
+        # notebook's, anything in the workload subnets), so it must admit HTTPS from the whole VPC: admitting only
+        # the Lambda would make the others' calls time out. What may be invoked through it is the policy's job.
         endpoint_sg = ec2.SecurityGroup(
             self,
             "RuntimeEndpointSecurityGroup",
             vpc=vpc,
-            description="sagemaker.runtime interface endpoint: HTTPS from the invoker Lambda only",
+            description="sagemaker.runtime interface endpoint: HTTPS from the VPC (private DNS applies VPC-wide)",
             allow_all_outbound=False,
         )
-        endpoint_sg.add_ingress_rule(function_sg, ec2.Port.tcp(443), "the invoker Lambda")
+        endpoint_sg.add_ingress_rule(
+            ec2.Peer.ipv4(s.vpc_cidr), ec2.Port.tcp(443), "HTTPS from the VPC: the invoker Lambda, the notebook"
+        )
         self.runtime_endpoint = ec2.InterfaceVpcEndpoint(
             self,
             "SageMakerRuntimeEndpoint",

@@ -23,24 +23,61 @@ from stacks.training_pipeline import job_name_prefix
 
 AUTOSTOP_SCRIPT = Path(__file__).parent / "scripts" / "notebook_autostop.py"
 LIFECYCLE_SCRIPT_LIMIT = 16384  # characters of base64, per SageMaker's NotebookInstanceLifecycleHook
+# Amazon Linux 2 notebook instances reach end of support on 2026-06-30. The OnStart script below is written for this
+# platform (systemd timers; AL2023 installs no cron), so the platform is part of this stack, not a setting.
+NOTEBOOK_PLATFORM = "notebook-al2023-v1"
 AUTOSTOP_PATH = "/usr/local/bin/dogbreeds-autostop.py"
+AUTOSTOP_UNIT = "dogbreeds-autostop"
+AUTOSTOP_LOG = "/var/log/dogbreeds-autostop.log"
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-def lifecycle_on_start(idle_minutes: int) -> str:
-    """The OnStart script: install the idle check and run it from cron every five minutes."""
+def lifecycle_on_start(idle_minutes: int, *, root: str = "") -> str:
+    """The OnStart script: install the idle check and run it from a systemd timer every five minutes.
+
+    ``root`` prefixes every path the script writes, so that a test can run the script outside ``/``.
+    """
     script = AUTOSTOP_SCRIPT.read_text()
     if "PYEOF" in script:
         raise ValueError("the autostop script must not contain the heredoc marker PYEOF")
+    autostop = f"{root}{AUTOSTOP_PATH}"
+    units = f"{root}/etc/systemd/system"
+    command = f"{SYSTEM_PYTHON} {autostop} --idle-minutes {idle_minutes}"
     return (
         "#!/bin/bash\n"
         f"# Stop this notebook instance after {idle_minutes} idle minutes (dog-breed classifier).\n"
+        "# Amazon Linux 2023 installs no cron: a systemd timer runs the check every five minutes.\n"
         "set -euo pipefail\n"
-        f"cat > {AUTOSTOP_PATH} <<'PYEOF'\n"
+        f"mkdir -p {root}/usr/local/bin {units}\n"
+        f"cat > {autostop} <<'PYEOF'\n"
         f"{script}"
         "PYEOF\n"
-        f"chmod 0755 {AUTOSTOP_PATH}\n"
-        f'echo "*/5 * * * * root /usr/bin/python3 {AUTOSTOP_PATH} --idle-minutes {idle_minutes}'
-        ' >> /var/log/dogbreeds-autostop.log 2>&1" > /etc/cron.d/dogbreeds-autostop\n'
+        f"chmod 0755 {autostop}\n"
+        f"cat > {units}/{AUTOSTOP_UNIT}.service <<'UNITEOF'\n"
+        "[Unit]\n"
+        f"Description=Stop this notebook instance once Jupyter has been idle for {idle_minutes} minutes\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"ExecStart={command}\n"
+        f"StandardOutput=append:{root}{AUTOSTOP_LOG}\n"
+        f"StandardError=append:{root}{AUTOSTOP_LOG}\n"
+        "UNITEOF\n"
+        f"cat > {units}/{AUTOSTOP_UNIT}.timer <<'UNITEOF'\n"
+        "[Unit]\n"
+        "Description=Check every five minutes whether this notebook instance is idle\n"
+        "\n"
+        "[Timer]\n"
+        "OnActiveSec=5min\n"
+        "OnUnitActiveSec=5min\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+        "UNITEOF\n"
+        "systemctl daemon-reload\n"
+        f"systemctl enable --now {AUTOSTOP_UNIT}.timer\n"
+        # Say in the OnStart log (CloudWatch) how the check will stop the instance, or that it cannot.
+        f'{command} --check-stopper || echo "WARNING: the idle auto-stop cannot stop this instance; see above" >&2\n'
     )
 
 
@@ -139,6 +176,7 @@ class NotebookStack(Stack):
             kms_key_id=key.key_id,
             volume_size_in_gb=s.notebook_volume_size_gb,
             lifecycle_config_name=self.lifecycle.attr_notebook_instance_lifecycle_config_name,
+            platform_identifier=NOTEBOOK_PLATFORM,
             instance_metadata_service_configuration=sagemaker.CfnNotebookInstance.InstanceMetadataServiceConfigurationProperty(
                 minimum_instance_metadata_service_version="2"
             ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import json
 import re
@@ -22,7 +23,7 @@ from pathlib import Path
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.images import framework_versions
+from stacks.images import dlami_torch_minor, framework_versions, newest_version, torch_minor, with_dlami_torch
 
 CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
 
@@ -38,8 +39,6 @@ LOG_RETENTION_DAYS = tuple(_RETENTION_NAMES)
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 TRAINABLE = ("head", "last_block", "all")
 
-ML_INSTANCE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
-EC2_INSTANCE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 # A SageMaker endpoint name: lowercase letters, digits and single hyphens, at most 63 characters.
 # (SageMaker writes endpoint ARNs in lowercase; a lowercase name keeps IAM resource ARNs exact.)
 ENDPOINT_NAME = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,62}$")
@@ -47,6 +46,77 @@ SSM_AMI_PARAMETER = re.compile(r"^/aws/service/[A-Za-z0-9_./-]+/ami-id$")
 RUN_ID = re.compile(r"^[A-Za-z0-9-]{1,32}$")
 PROJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,19}$")
 S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\.tar\.gz$")
+
+
+@dataclass(frozen=True)
+class InstanceTypeMember:
+    """Where an instance-type setting ends up in an AWS API call; the member's enum is what is accepted."""
+
+    kind: str  # how messages name it: "a SageMaker training instance type"
+    example: str
+    service: str
+    operation: str
+    path: tuple[str, ...]  # members from the operation's input, through lists, to the instance type
+
+
+# The enums come from the installed botocore's service models (SageMaker's TrainingInstanceType,
+# ProductionVariantInstanceType and InstanceType; EC2's InstanceType), found by walking each operation's input.
+INSTANCE_TYPE_MEMBERS = {
+    "notebook_instance_type": InstanceTypeMember(
+        "a SageMaker notebook instance type", "ml.t3.medium", "sagemaker", "CreateNotebookInstance", ("InstanceType",)
+    ),
+    "training_instance_type": InstanceTypeMember(
+        "a SageMaker training instance type",
+        "ml.g4dn.xlarge",
+        "sagemaker",
+        "CreateTrainingJob",
+        ("ResourceConfig", "InstanceType"),
+    ),
+    "tuning_instance_type": InstanceTypeMember(
+        "a SageMaker training instance type",
+        "ml.g4dn.xlarge",
+        "sagemaker",
+        "CreateHyperParameterTuningJob",
+        ("TrainingJobDefinition", "ResourceConfig", "InstanceType"),
+    ),
+    "endpoint_instance_type": InstanceTypeMember(
+        "a SageMaker endpoint instance type",
+        "ml.g4dn.xlarge",
+        "sagemaker",
+        "CreateEndpointConfig",
+        ("ProductionVariants", "InstanceType"),
+    ),
+    "ec2_training_instance_type": InstanceTypeMember(
+        "an EC2 instance type (without the ml. prefix)", "g4dn.xlarge", "ec2", "RunInstances", ("InstanceType",)
+    ),
+}
+
+
+@functools.cache
+def _service_model(service: str):
+    import botocore.session  # on first use only: both models load in about 0.2 s, once per process
+
+    return botocore.session.get_session().get_service_model(service)
+
+
+@functools.cache
+def instance_types(key: str) -> tuple[str, ...]:
+    """The instance types the installed botocore's service model accepts for the setting ``key``."""
+    member = INSTANCE_TYPE_MEMBERS[key]
+    shape = _service_model(member.service).operation_model(member.operation).input_shape
+    for name in member.path:
+        while shape.type_name == "list":
+            shape = shape.member
+        shape = shape.members[name]
+    if not shape.enum:
+        raise LookupError(f"botocore's {member.service} {member.operation} {'.'.join(member.path)} has no enum")
+    return tuple(shape.enum)
+
+
+def _botocore_version() -> str:
+    import botocore
+
+    return botocore.__version__
 
 
 class SettingsError(ValueError):
@@ -85,7 +155,10 @@ class Settings:
 
     # --- training ---------------------------------------------------------------------------------
     training_framework_version: str = field(
-        metadata=_doc("PyTorch training Deep Learning Container version (as in sagemaker-core's tables).")
+        metadata=_doc(
+            "PyTorch training Deep Learning Container version (as in sagemaker-core's tables); not newer "
+            "(major.minor) than inference_framework_version, so that the endpoint's torch loads the model."
+        )
     )
     training_instance_type: str = field(metadata=_doc("Instance type of the final training job."))
     training_instance_count: int = field(
@@ -123,7 +196,10 @@ class Settings:
     )
     ec2_training_volume_size_gb: int = field(metadata=_doc("Root volume of the EC2 training instance in GB."))
     ec2_training_ami_parameter: str = field(
-        metadata=_doc("Public SSM parameter of the PyTorch Deep Learning AMI (its version is a pin to review).")
+        metadata=_doc(
+            "Public SSM parameter of the PyTorch Deep Learning AMI (its version is a pin to review; its PyTorch "
+            "not newer than inference_framework_version)."
+        )
     )
     ec2_training_run_id: str = field(metadata=_doc("Change it to launch a new EC2 training run on the next deploy."))
 
@@ -224,19 +300,14 @@ class Settings:
         check.one_of("log_retention_days", LOG_RETENTION_DAYS)
         check.at_least("access_log_retention_days", 1)
 
-        for key in (
-            "notebook_instance_type",
-            "training_instance_type",
-            "tuning_instance_type",
-            "endpoint_instance_type",
-        ):
-            check.pattern(key, ML_INSTANCE, "a SageMaker ML instance type such as ml.g4dn.xlarge")
-        check.ec2_instance("ec2_training_instance_type")
+        for key in INSTANCE_TYPE_MEMBERS:
+            check.instance_type(key)
         check.between("notebook_volume_size_gb", 5, 16384)
         check.between("notebook_idle_minutes", 5, 1440)
 
         check.framework_version("training_framework_version", "training")
         check.framework_version("inference_framework_version", "inference")
+        self._check_torch_not_newer_than_serving(p)
         check.between("training_instance_count", 1, 20)
         check.between("training_volume_size_gb", 1, 16384)
         check.one_of("training_backbone", BACKBONES)
@@ -350,6 +421,33 @@ class Settings:
             )
         return p
 
+    def _check_torch_not_newer_than_serving(self, p: list[str]) -> None:
+        """A model saved by a newer torch is not guaranteed to load under the endpoint's older torch."""
+        if self.inference_framework_version not in framework_versions("inference"):
+            return  # already reported
+        serving = torch_minor(self.inference_framework_version)
+        serving_text = f"{serving[0]}.{serving[1]}"
+        inference = f"inference_framework_version={_show(self.inference_framework_version)}"
+        training_version = self.training_framework_version
+        if training_version in framework_versions("training") and torch_minor(training_version) > serving:
+            writer = torch_minor(training_version)
+            example = newest_version("training", serving)
+            p.append(
+                f"training_framework_version={_show(training_version)} must not be newer than {inference} "
+                f"(major.minor): a model saved by torch {writer[0]}.{writer[1]} may not load under the endpoint's "
+                f"torch {serving_text}. Accepted is a training container version of {serving_text} or older"
+                + (f", such as {example}." if example else ".")
+            )
+        ami_torch = dlami_torch_minor(self.ec2_training_ami_parameter)
+        if ami_torch is not None and ami_torch > serving:
+            p.append(
+                f"ec2_training_ami_parameter={_show(self.ec2_training_ami_parameter)} names PyTorch "
+                f"{ami_torch[0]}.{ami_torch[1]}, which must not be newer than {inference} (major.minor): a model "
+                f"saved by torch {ami_torch[0]}.{ami_torch[1]} may not load under the endpoint's torch "
+                f"{serving_text}. Accepted is the parameter of a PyTorch {serving_text} or older Deep Learning AMI, "
+                f"such as {_show(with_dlami_torch(self.ec2_training_ami_parameter, serving))}."
+            )
+
     # --- derived values stacks use -------------------------------------------------------------
 
     def stack_name(self, part: str) -> str:
@@ -417,10 +515,19 @@ class _Checker:
         if not 16 <= net.prefixlen <= 22 or not net.is_private:
             self._fail(key, "a private IPv4 network from /16 to /22, such as 10.42.0.0/16")
 
-    def ec2_instance(self, key: str) -> None:
+    def instance_type(self, key: str) -> None:
         value = self._value(key)
-        if value.startswith("ml.") or not EC2_INSTANCE.match(value):
-            self._fail(key, "an EC2 instance type without the ml. prefix, such as g4dn.xlarge")
+        accepted = instance_types(key)
+        if value in accepted:
+            return
+        member = INSTANCE_TYPE_MEMBERS[key]
+        example = member.example if member.example in accepted else accepted[0]
+        close = difflib.get_close_matches(value.strip().lower(), accepted, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        self.p.append(
+            f"{key}={_show(value)}: accepted is {member.kind} such as {example} "
+            f"(botocore {_botocore_version()}'s list has {len(accepted)}).{hint}"
+        )
 
     def framework_version(self, key: str, scope: str) -> None:
         versions = framework_versions(scope)

@@ -169,6 +169,8 @@ class TrainingStack(Stack):
                 sid="Artifacts",
             ),
             kms_data_statement(key, sid="UseStackKey"),
+            # SageMaker encrypts the job's output with OutputDataConfig.KmsKeyId in the role's name.
+            iam.PolicyStatement(sid="EncryptJobOutput", actions=["kms:Encrypt"], resources=[key.key_arn]),
             kms_grant_statement(key, sid="EncryptVolumes"),
             iam.PolicyStatement(
                 sid="PullTrainingImage",

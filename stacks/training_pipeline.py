@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from stacks.contract import HYPERPARAMETERS
 from stacks.instances import LOCAL_STORAGE_PATTERN
-from stacks.settings import BACKBONES, TRAINABLE, Settings
+from stacks.settings import BACKBONES, TRAINABLE, Settings, instance_types
 
 # What the execution input may carry; anything else is refused before a job starts.
 INPUT_FIELDS = ("tune", "instance_count", "instance_type", "epochs", "use_spot", "hyperparameters")
@@ -29,6 +29,9 @@ TUNED = ("learning_rate", "batch_size")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 MAX_INSTANCE_COUNT = 20
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+# Job names: <prefix (12)>-hpo-<run ID>-<attempt ID> must fit the tuning job name limit of 32 characters.
+RUN_ID_LENGTH = 8
+ATTEMPT_ID_LENGTH = 6
 
 TRAINING_JOB_SYNC = "arn:aws:states:::sagemaker:createTrainingJob.sync"
 TUNING_JOB_SYNC = "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync"
@@ -61,8 +64,13 @@ class PipelineResources:
     quality_gate_metric: str
 
 
+def training_instance_types() -> tuple[str, ...]:
+    """What CreateTrainingJob accepts as an instance type, from botocore's SageMaker service model."""
+    return instance_types("training_instance_type")
+
+
 def job_name_prefix(settings: Settings) -> str:
-    """At most 12 characters, so '<prefix>-hpo-<12 hex>' fits the tuning job name limit of 32."""
+    """At most 12 characters, so '<prefix>-hpo-<run>-<attempt>' fits the tuning job name limit of 32."""
     return settings.project_name[:12].rstrip("-")
 
 
@@ -77,7 +85,35 @@ def _sdk_encoded(values: dict[str, object]) -> dict[str, str]:
 
 
 def definition(settings: Settings, r: PipelineResources) -> dict:
-    s = settings
+    """The whole state machine: one builder per group of states, in the order an execution meets them."""
+    states = {
+        **_input_states(settings, r),
+        **_data_set_states(),
+        **_tuning_states(settings, r),
+        **_training_states(settings, r),
+        **_quality_gate_states(r),
+        **_handoff_states(r),
+    }
+    return {
+        "Comment": "Dog-breed classifier: tune (optional), train with DDP, gate on test accuracy, hand off",
+        "QueryLanguage": "JSONata",
+        "StartAt": "Configure",
+        "States": states,
+    }
+
+
+def _channel(name: str, uri: str) -> dict:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+        },
+        "InputMode": "File",
+    }
+
+
+def _config(s: Settings, r: PipelineResources) -> dict:
+    """Deploy-time constants every later state reads as ``$config``."""
     defaults = {
         "tune": s.tuning_enabled,
         "instance_count": s.training_instance_count,
@@ -101,304 +137,365 @@ def definition(settings: Settings, r: PipelineResources) -> dict:
             "sagemaker_container_log_level": 20,
         }
     )
-    channel = {
-        "ChannelName": "training",
-        "DataSource": {
-            "S3DataSource": {
-                "S3DataType": "S3Prefix",
-                "S3Uri": f"s3://{r.bucket_name}/{r.dataset_prefix}",
-                "S3DataDistributionType": "FullyReplicated",
-            }
-        },
-        "InputMode": "File",
-    }
-    pretrained_channel = {
-        "ChannelName": "pretrained",
-        "DataSource": {
-            "S3DataSource": {
-                "S3DataType": "S3Prefix",
-                "S3Uri": f"s3://{r.bucket_name}/{r.pretrained_prefix}",
-                "S3DataDistributionType": "FullyReplicated",
-            }
-        },
-        "InputMode": "File",
-    }
-    vpc_config = {"SecurityGroupIds": r.security_group_ids, "Subnets": r.subnet_ids}
-    config = {
+    return {
         "bucket": r.bucket_name,
         "datasetPrefix": r.dataset_prefix,
         "pretrainedPrefix": r.pretrained_prefix,
+        "checkpointsPrefix": r.checkpoints_prefix,
         "defaults": defaults,
         "jobNamePrefix": r.job_name_prefix,
         "sagemakerParameters": sagemaker_parameters,
         "tuningEpochs": s.tuning_epochs,
-        "channel": channel,
-        "pretrainedChannel": pretrained_channel,
+        "channel": _channel("training", f"s3://{r.bucket_name}/{r.dataset_prefix}"),
+        "pretrainedChannel": _channel("pretrained", f"s3://{r.bucket_name}/{r.pretrained_prefix}"),
         "qualityGate": s.quality_gate_min_test_accuracy,
     }
 
+
+def _input_states(s: Settings, r: PipelineResources) -> dict:
+    """Configure, check the execution input, and resolve the run's effective values."""
     return {
-        "Comment": "Dog-breed classifier: tune (optional), train with DDP, gate on test accuracy, hand off",
-        "QueryLanguage": "JSONata",
-        "StartAt": "Configure",
-        "States": {
-            "Configure": {
-                "Type": "Pass",
-                "Comment": "Deploy-time constants, then the input checks.",
-                # Every variable a later state reads is assigned here first, so none is ever undefined.
-                "Assign": {"config": config, "tuned": {}, "tuningJob": None},
-                "Next": "Check input",
+        "Configure": {
+            "Type": "Pass",
+            "Comment": "Deploy-time constants, then the input checks.",
+            # Every variable a later state reads is assigned here first, so none is ever undefined. (A plain
+            # null would vanish from the synthesized JSON; the expression keeps it.)
+            "Assign": {"config": _config(s, r), "tuned": {}, "tuningJob": "{% null %}"},
+            "Next": "Check input",
+        },
+        "Check input": {
+            "Type": "Pass",
+            "Assign": {"problems": "{% " + _input_problems_expression() + " %}"},
+            "Next": "Input valid?",
+        },
+        "Input valid?": {
+            "Type": "Choice",
+            "Choices": [{"Condition": "{% $count($problems) > 0 %}", "Next": "Bad input"}],
+            "Default": "Resolve run",
+        },
+        "Bad input": {
+            "Type": "Fail",
+            "Error": "InvalidInput",
+            "Cause": "{% 'The execution input was refused: ' & $join($problems, ' ') %}",
+        },
+        "Resolve run": {
+            "Type": "Pass",
+            "Comment": "Defaults from the settings, overridden by the input; the run's ID from the execution.",
+            "Assign": {"run": "{% " + _run_expression() + " %}"},
+            "Next": "List data set",
+        },
+    }
+
+
+def _data_set_states() -> dict:
+    """The data set's three splits must be in S3; the pretrained channel is added when its weights are."""
+    return {
+        "List data set": {
+            "Type": "Task",
+            "Resource": S3_LIST_OBJECTS,
+            "Arguments": {
+                "Bucket": "{% $config.bucket %}",
+                "Prefix": "{% $config.datasetPrefix %}",
+                "Delimiter": "/",
             },
-            "Check input": {
-                "Type": "Pass",
-                "Assign": {"problems": "{% " + _input_problems_expression() + " %}"},
-                "Next": "Input valid?",
+            # The array constructor keeps the result an array: $filter gives undefined for no match
+            # and a bare string for one, and Step Functions fails a field that evaluates to undefined.
+            "Assign": {
+                "missingSplits": (
+                    "{% ( $found := $states.result.CommonPrefixes.Prefix; "
+                    "[$filter(['train/', 'valid/', 'test/'], function($s) "
+                    "{ $not(($config.datasetPrefix & $s) in $found) })] ) %}"
+                )
             },
-            "Input valid?": {
-                "Type": "Choice",
-                "Conditions": [{"Condition": "{% $count($problems) > 0 %}", "Next": "Bad input"}],
-                "Default": "Resolve run",
+            "Retry": _sdk_retry(),
+            "Next": "Data set present?",
+        },
+        "Data set present?": {
+            "Type": "Choice",
+            "Choices": [{"Condition": "{% $count($missingSplits) > 0 %}", "Next": "No data set"}],
+            "Default": "List pretrained weights",
+        },
+        "No data set": {
+            "Type": "Fail",
+            "Error": "MissingDataSet",
+            "Cause": (
+                "{% 's3://' & $config.bucket & '/' & $config.datasetPrefix & ' lacks ' & "
+                "$join($missingSplits, ', ') & ': upload the dogImages data set first "
+                "(dogbreeds upload-data), with train/, valid/ and test/ folders.' %}"
+            ),
+        },
+        "List pretrained weights": {
+            "Type": "Task",
+            "Resource": S3_LIST_OBJECTS,
+            "Comment": "The pretrained channel is used when it holds this backbone's weights file.",
+            "Arguments": {
+                "Bucket": "{% $config.bucket %}",
+                "Prefix": "{% $config.pretrainedPrefix & $run.hyperparameters.backbone %}",
             },
-            "Bad input": {
-                "Type": "Fail",
-                "Error": "InvalidInput",
-                "Cause": "{% 'The execution input was refused: ' & $join($problems, ' ') %}",
+            "Assign": {
+                "channels": (
+                    "{% $states.result.KeyCount > 0 ? [$config.channel, $config.pretrainedChannel] "
+                    ": [$config.channel] %}"
+                )
             },
-            "Resolve run": {
-                "Type": "Pass",
-                "Comment": "Defaults from the settings, overridden by the input; job names from the execution.",
-                "Assign": {"run": "{% " + _run_expression() + " %}"},
-                "Next": "List data set",
-            },
-            "List data set": {
-                "Type": "Task",
-                "Resource": S3_LIST_OBJECTS,
-                "Arguments": {
-                    "Bucket": "{% $config.bucket %}",
-                    "Prefix": "{% $config.datasetPrefix %}",
-                    "Delimiter": "/",
-                },
-                "Assign": {
-                    "missingSplits": (
-                        "{% ( $found := $states.result.CommonPrefixes.Prefix; "
-                        "$filter(['train/', 'valid/', 'test/'], function($s) "
-                        "{ $not(($config.datasetPrefix & $s) in $found) }) ) %}"
-                    )
-                },
-                "Retry": _sdk_retry(),
-                "Next": "Data set present?",
-            },
-            "Data set present?": {
-                "Type": "Choice",
-                "Conditions": [{"Condition": "{% $count($missingSplits) > 0 %}", "Next": "No data set"}],
-                "Default": "List pretrained weights",
-            },
-            "No data set": {
-                "Type": "Fail",
-                "Error": "MissingDataSet",
-                "Cause": (
-                    "{% 's3://' & $config.bucket & '/' & $config.datasetPrefix & ' lacks ' & "
-                    "$join($missingSplits, ', ') & ': upload the dogImages data set first "
-                    "(dogbreeds upload-data), with train/, valid/ and test/ folders.' %}"
-                ),
-            },
-            "List pretrained weights": {
-                "Type": "Task",
-                "Resource": S3_LIST_OBJECTS,
-                "Comment": "The pretrained channel is used when it holds this backbone's weights file.",
-                "Arguments": {
-                    "Bucket": "{% $config.bucket %}",
-                    "Prefix": "{% $config.pretrainedPrefix & $run.hyperparameters.backbone %}",
-                },
-                "Assign": {
-                    "channels": (
-                        "{% $states.result.KeyCount > 0 ? [$config.channel, $config.pretrainedChannel] "
-                        ": [$config.channel] %}"
-                    )
-                },
-                "Retry": _sdk_retry(),
-                "Next": "Tune?",
-            },
-            "Tune?": {
-                "Type": "Choice",
-                "Conditions": [{"Condition": "{% $run.tune %}", "Next": "Tune hyperparameters"}],
-                "Default": "Train",
-            },
-            "Tune hyperparameters": {
-                "Type": "Task",
-                "Resource": TUNING_JOB_SYNC,
-                "Arguments": {
-                    "HyperParameterTuningJobName": "{% $run.tuningJobName %}",
-                    "HyperParameterTuningJobConfig": {
-                        "Strategy": "Bayesian",
-                        "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": r.tuning_objective},
-                        "ResourceLimits": {
-                            "MaxNumberOfTrainingJobs": s.tuning_max_jobs,
-                            "MaxParallelTrainingJobs": s.tuning_max_parallel_jobs,
-                        },
-                        "ParameterRanges": {
-                            "ContinuousParameterRanges": [
-                                {
-                                    "Name": "learning_rate",
-                                    "MinValue": str(s.tuning_learning_rate_min),
-                                    "MaxValue": str(s.tuning_learning_rate_max),
-                                    "ScalingType": "Logarithmic",
-                                }
-                            ],
-                            "CategoricalParameterRanges": [
-                                {"Name": "batch_size", "Values": [str(b) for b in s.tuning_batch_sizes]}
-                            ],
-                            "IntegerParameterRanges": [],
-                        },
-                        "TrainingJobEarlyStoppingType": "Auto",
+            "Retry": _sdk_retry(),
+            "Next": "Tune?",
+        },
+    }
+
+
+def _tuning_states(s: Settings, r: PipelineResources) -> dict:
+    """Optional hyperparameter tuning: its best trial's values override the defaults of the final job."""
+    vpc_config = {"SecurityGroupIds": r.security_group_ids, "Subnets": r.subnet_ids}
+    return {
+        "Tune?": {
+            "Type": "Choice",
+            "Choices": [{"Condition": "{% $run.tune %}", "Next": "Tune hyperparameters"}],
+            "Default": "Train",
+        },
+        "Tune hyperparameters": {
+            "Type": "Task",
+            "Resource": TUNING_JOB_SYNC,
+            "Arguments": {
+                "HyperParameterTuningJobName": _job_name("hpo"),
+                "HyperParameterTuningJobConfig": {
+                    "Strategy": "Bayesian",
+                    "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": r.tuning_objective},
+                    "ResourceLimits": {
+                        "MaxNumberOfTrainingJobs": s.tuning_max_jobs,
+                        "MaxParallelTrainingJobs": s.tuning_max_parallel_jobs,
                     },
-                    "TrainingJobDefinition": {
-                        "StaticHyperParameters": "{% $run.tuningHyperParameters %}",
-                        "AlgorithmSpecification": {
-                            "TrainingImage": r.tuning_image,
-                            "TrainingInputMode": "File",
-                            "MetricDefinitions": r.metric_definitions,
-                        },
-                        "RoleArn": r.role_arn,
-                        "InputDataConfig": "{% $channels %}",
-                        "OutputDataConfig": {
-                            "S3OutputPath": f"s3://{r.bucket_name}/{r.models_prefix}tuning/",
-                            "KmsKeyId": r.key_arn,
-                        },
-                        "ResourceConfig": _resource_config(
-                            instance_type=_js(s.tuning_instance_type),
-                            instance_count="1",
-                            volume_gb=s.training_volume_size_gb,
-                            key_arn=r.key_arn,
-                        ),
-                        "StoppingCondition": {"MaxRuntimeInSeconds": s.training_max_runtime_seconds},
-                        "VpcConfig": vpc_config,
+                    "ParameterRanges": {
+                        "ContinuousParameterRanges": [
+                            {
+                                "Name": "learning_rate",
+                                "MinValue": str(s.tuning_learning_rate_min),
+                                "MaxValue": str(s.tuning_learning_rate_max),
+                                "ScalingType": "Logarithmic",
+                            }
+                        ],
+                        "CategoricalParameterRanges": [
+                            {"Name": "batch_size", "Values": [str(b) for b in s.tuning_batch_sizes]}
+                        ],
+                        "IntegerParameterRanges": [],
                     },
-                    "Tags": [{"Key": "project", "Value": s.project_name}],
+                    "TrainingJobEarlyStoppingType": "Auto",
                 },
-                "Assign": {
-                    "tuned": "{% $states.result.BestTrainingJob.TunedHyperParameters %}",
-                    "tuningJob": "{% $states.result.HyperParameterTuningJobName %}",
-                },
-                "Next": "Train",
-            },
-            "Train": {
-                "Type": "Task",
-                "Resource": TRAINING_JOB_SYNC,
-                "Arguments": {
-                    "TrainingJobName": "{% $run.trainingJobName %}",
+                "TrainingJobDefinition": {
+                    "StaticHyperParameters": "{% $run.tuningHyperParameters %}",
                     "AlgorithmSpecification": {
-                        "TrainingImage": r.training_image,
+                        "TrainingImage": r.tuning_image,
                         "TrainingInputMode": "File",
                         "MetricDefinitions": r.metric_definitions,
-                        "EnableSageMakerMetricsTimeSeries": True,
                     },
-                    "HyperParameters": "{% $merge([$run.trainingHyperParameters, $tuned]) %}",
                     "RoleArn": r.role_arn,
                     "InputDataConfig": "{% $channels %}",
                     "OutputDataConfig": {
-                        "S3OutputPath": f"s3://{r.bucket_name}/{r.models_prefix}",
+                        "S3OutputPath": f"s3://{r.bucket_name}/{r.models_prefix}tuning/",
                         "KmsKeyId": r.key_arn,
                     },
                     "ResourceConfig": _resource_config(
-                        instance_type="$run.instanceType",
-                        instance_count="$run.instanceCount",
+                        instance_type=_js(s.tuning_instance_type),
+                        instance_count="1",
                         volume_gb=s.training_volume_size_gb,
                         key_arn=r.key_arn,
                     ),
-                    "StoppingCondition": (
-                        "{% $run.useSpot ? "
-                        f"{{'MaxRuntimeInSeconds': {s.training_max_runtime_seconds}, "
-                        f"'MaxWaitTimeInSeconds': {s.training_max_wait_seconds}}} : "
-                        f"{{'MaxRuntimeInSeconds': {s.training_max_runtime_seconds}}} %}}"
-                    ),
-                    "EnableManagedSpotTraining": "{% $run.useSpot %}",
-                    "CheckpointConfig": {
-                        "S3Uri": (
-                            f"{{% 's3://' & $config.bucket & '/{r.checkpoints_prefix}' & $run.trainingJobName & '/' %}}"
-                        ),
-                        "LocalPath": CHECKPOINT_LOCAL_PATH,
-                    },
+                    "StoppingCondition": {"MaxRuntimeInSeconds": s.training_max_runtime_seconds},
                     "VpcConfig": vpc_config,
-                    "Tags": [{"Key": "project", "Value": s.project_name}],
                 },
-                "Assign": {
-                    "trainingJob": "{% $states.result.TrainingJobName %}",
-                    "modelDataUrl": "{% $states.result.ModelArtifacts.S3ModelArtifacts %}",
-                    "metrics": "{% $merge($states.result.FinalMetricDataList.{MetricName: Value}) %}",
-                },
-                "Next": "Quality gate",
+                "Tags": [{"Key": "project", "Value": s.project_name}],
             },
-            "Quality gate": {
-                "Type": "Choice",
-                "Conditions": [
-                    {
-                        "Condition": f"{{% $not($exists($lookup($metrics, {_js(r.quality_gate_metric)}))) %}}",
-                        "Next": "No test metric",
-                    },
-                    {
-                        "Condition": (f"{{% $lookup($metrics, {_js(r.quality_gate_metric)}) < $config.qualityGate %}}"),
-                        "Next": "Below quality gate",
-                    },
-                ],
-                "Default": "Hand off model",
+            "Assign": {
+                "tuned": "{% $states.result.BestTrainingJob.TunedHyperParameters %}",
+                "tuningJob": "{% $states.result.HyperParameterTuningJobName %}",
             },
-            "No test metric": {
-                "Type": "Fail",
-                "Error": "QualityGateFailed",
-                "Cause": (
-                    f"{{% 'Training job ' & $trainingJob & ' reported no {r.quality_gate_metric} metric, so the "
-                    "quality gate cannot pass; its log shows why the test evaluation did not run.' %}"
-                ),
-            },
-            "Below quality gate": {
-                "Type": "Fail",
-                "Error": "QualityGateFailed",
-                "Cause": (
-                    f"{{% '{r.quality_gate_metric} ' & $string($lookup($metrics, {_js(r.quality_gate_metric)})) & "
-                    "' is below the quality gate ' & $string($config.qualityGate) & "
-                    "' (setting quality_gate_min_test_accuracy); the model ' & $modelDataUrl & "
-                    "' was not handed to the endpoint.' %}"
-                ),
-            },
-            "Hand off model": {
-                "Type": "Task",
-                "Resource": SSM_PUT_PARAMETER,
-                "Comment": "The endpoint stack serves this artifact on its next deploy.",
-                "Arguments": {
-                    "Name": r.model_parameter,
-                    "Value": "{% $modelDataUrl %}",
-                    "Type": "String",
-                    "Overwrite": True,
-                },
-                "Retry": _sdk_retry(),
-                "Next": "Record metrics",
-            },
-            "Record metrics": {
-                "Type": "Task",
-                "Resource": SSM_PUT_PARAMETER,
-                "Arguments": {
-                    "Name": r.metrics_parameter,
-                    "Value": (
-                        "{% $string({'model_data_url': $modelDataUrl, 'training_job': $trainingJob, "
-                        "'tuning_job': $tuningJob, 'metrics': $metrics, "
-                        "'hyperparameters': $merge([$run.hyperparameters, $tuned])}) %}"
-                    ),
-                    "Type": "String",
-                    "Overwrite": True,
-                },
-                "Retry": _sdk_retry(),
-                "Next": "Done",
-            },
-            "Done": {
-                "Type": "Succeed",
-                "Output": (
-                    "{% {'model_data_url': $modelDataUrl, 'training_job': $trainingJob, "
-                    "'tuning_job': $tuningJob, 'metrics': $metrics} %}"
-                ),
-            },
+            "Retry": _job_retry(),
+            "Catch": _job_catch(),
+            "Next": "Train",
         },
     }
+
+
+def _training_states(s: Settings, r: PipelineResources) -> dict:
+    """The final training job on N instances (torchrun on every host), and what a failed job ends in."""
+    return {
+        "Train": {
+            "Type": "Task",
+            "Resource": TRAINING_JOB_SYNC,
+            "Arguments": {
+                "TrainingJobName": _job_name("train"),
+                "AlgorithmSpecification": {
+                    "TrainingImage": r.training_image,
+                    "TrainingInputMode": "File",
+                    "MetricDefinitions": r.metric_definitions,
+                    "EnableSageMakerMetricsTimeSeries": True,
+                },
+                "HyperParameters": "{% $merge([$run.trainingHyperParameters, $tuned]) %}",
+                "RoleArn": r.role_arn,
+                "InputDataConfig": "{% $channels %}",
+                "OutputDataConfig": {
+                    "S3OutputPath": f"s3://{r.bucket_name}/{r.models_prefix}",
+                    "KmsKeyId": r.key_arn,
+                },
+                "ResourceConfig": _resource_config(
+                    instance_type="$run.instanceType",
+                    instance_count="$run.instanceCount",
+                    volume_gb=s.training_volume_size_gb,
+                    key_arn=r.key_arn,
+                ),
+                "StoppingCondition": (
+                    "{% $run.useSpot ? "
+                    f"{{'MaxRuntimeInSeconds': {s.training_max_runtime_seconds}, "
+                    f"'MaxWaitTimeInSeconds': {s.training_max_wait_seconds}}} : "
+                    f"{{'MaxRuntimeInSeconds': {s.training_max_runtime_seconds}}} %}}"
+                ),
+                "EnableManagedSpotTraining": "{% $run.useSpot %}",
+                # One checkpoint folder per run: a retried or redriven job resumes where the last one stopped.
+                "CheckpointConfig": {
+                    "S3Uri": "{% 's3://' & $config.bucket & '/' & $config.checkpointsPrefix & $run.runId & '/' %}",
+                    "LocalPath": CHECKPOINT_LOCAL_PATH,
+                },
+                "VpcConfig": {"SecurityGroupIds": r.security_group_ids, "Subnets": r.subnet_ids},
+                "Tags": [{"Key": "project", "Value": s.project_name}],
+            },
+            "Assign": {
+                "trainingJob": "{% $states.result.TrainingJobName %}",
+                "modelDataUrl": "{% $states.result.ModelArtifacts.S3ModelArtifacts %}",
+                # [...] keeps $merge defined when the job reported no final metric.
+                "metrics": "{% $merge([$states.result.FinalMetricDataList.{MetricName: Value}]) %}",
+            },
+            "Retry": _job_retry(),
+            "Catch": _job_catch(),
+            "Next": "Quality gate",
+        },
+        "Job failed": {
+            "Type": "Fail",
+            "Comment": "A tuning or training job failed or was stopped, or SageMaker refused to start it.",
+            # Error names beginning with "States." are reserved: the original one goes into the cause.
+            "Error": "JobFailed",
+            # A failed .sync job's cause is the job's description (JSON); a refused request's is a message.
+            "Cause": (
+                "{% ( $d := $contains($failure.Cause, /^\\s*\\{/) ? $parse($failure.Cause) : {}; "
+                "$name := $exists($d.TrainingJobName) ? $d.TrainingJobName : $d.HyperParameterTuningJobName; "
+                "$status := $exists($d.TrainingJobStatus) ? $d.TrainingJobStatus : $d.HyperParameterTuningJobStatus; "
+                "$exists($d.FailureReason) and $exists($name) "
+                "? 'SageMaker job ' & $name & ' ended ' & $status & ': ' & $d.FailureReason "
+                ": $failure.Error & ': ' & $failure.Cause ) %}"
+            ),
+        },
+    }
+
+
+def _quality_gate_states(r: PipelineResources) -> dict:
+    metric = _js(r.quality_gate_metric)
+    return {
+        "Quality gate": {
+            "Type": "Choice",
+            "Choices": [
+                {"Condition": f"{{% $not($exists($lookup($metrics, {metric}))) %}}", "Next": "No test metric"},
+                {
+                    "Condition": f"{{% $lookup($metrics, {metric}) < $config.qualityGate %}}",
+                    "Next": "Below quality gate",
+                },
+            ],
+            "Default": "Hand off model",
+        },
+        "No test metric": {
+            "Type": "Fail",
+            "Error": "QualityGateFailed",
+            "Cause": (
+                f"{{% 'Training job ' & $trainingJob & ' reported no {r.quality_gate_metric} metric, so the "
+                "quality gate cannot pass; its log shows why the test evaluation did not run.' %}"
+            ),
+        },
+        "Below quality gate": {
+            "Type": "Fail",
+            "Error": "QualityGateFailed",
+            "Cause": (
+                f"{{% '{r.quality_gate_metric} ' & $string($lookup($metrics, {metric})) & "
+                "' is below the quality gate ' & $string($config.qualityGate) & "
+                "' (setting quality_gate_min_test_accuracy); the model ' & $modelDataUrl & "
+                "' was not handed to the endpoint.' %}"
+            ),
+        },
+    }
+
+
+def _handoff_states(r: PipelineResources) -> dict:
+    return {
+        "Hand off model": {
+            "Type": "Task",
+            "Resource": SSM_PUT_PARAMETER,
+            "Comment": "The endpoint stack serves this artifact on its next deploy.",
+            "Arguments": {
+                "Name": r.model_parameter,
+                "Value": "{% $modelDataUrl %}",
+                "Type": "String",
+                "Overwrite": True,
+            },
+            "Retry": _sdk_retry(),
+            "Next": "Record metrics",
+        },
+        "Record metrics": {
+            "Type": "Task",
+            "Resource": SSM_PUT_PARAMETER,
+            "Arguments": {
+                "Name": r.metrics_parameter,
+                "Value": (
+                    "{% $string({'model_data_url': $modelDataUrl, 'training_job': $trainingJob, "
+                    "'tuning_job': $tuningJob, 'metrics': $metrics, "
+                    "'hyperparameters': $merge([$run.hyperparameters, $tuned])}) %}"
+                ),
+                "Type": "String",
+                "Overwrite": True,
+            },
+            "Retry": _sdk_retry(),
+            "Next": "Done",
+        },
+        "Done": {
+            "Type": "Succeed",
+            "Output": (
+                "{% {'model_data_url': $modelDataUrl, 'training_job': $trainingJob, "
+                "'tuning_job': $tuningJob, 'metrics': $metrics} %}"
+            ),
+        },
+    }
+
+
+def _job_name(kind: str) -> str:
+    """``<prefix>-<kind>-<run>-<attempt>``: the attempt part is new on every retry and every redrive
+    (the state is entered again), so a job name never collides with one SageMaker already has."""
+    return (
+        "{% $config.jobNamePrefix & '-" + kind + "-' & $run.runId & '-' & "
+        "$substring($hash($states.context.State.EnteredTime & '/' & $string($states.context.State.RetryCount), "
+        f"'SHA-256'), 0, {ATTEMPT_ID_LENGTH}) %}}"
+    )
+
+
+def _job_retry() -> list[dict]:
+    """SageMaker refusing to start a job: a full quota (another job holds the instances) is waited out;
+    throttling and other service errors get a few quick retries. A job that ran and failed is not retried."""
+    return [
+        {
+            "ErrorEquals": ["SageMaker.ResourceLimitExceededException"],
+            "IntervalSeconds": 300,
+            "MaxAttempts": 6,
+            "BackoffRate": 1.5,
+            "MaxDelaySeconds": 1800,
+            "JitterStrategy": "FULL",
+        },
+        {
+            "ErrorEquals": ["SageMaker.AmazonSageMakerException", "ThrottlingException"],
+            "IntervalSeconds": 10,
+            "MaxAttempts": 3,
+            "BackoffRate": 2.0,
+            "JitterStrategy": "FULL",
+        },
+    ]
+
+
+def _job_catch() -> list[dict]:
+    return [{"ErrorEquals": ["States.ALL"], "Assign": {"failure": "{% $states.errorOutput %}"}, "Next": "Job failed"}]
 
 
 def _resource_config(*, instance_type: str, instance_count: str, volume_gb: int, key_arn: str) -> str:
@@ -442,10 +539,9 @@ def _input_problems_expression() -> str:
     $has($in, 'tune') and $type($in.tune) != 'boolean' ? 'tune must be true or false.' : undefined,
     $has($in, 'instance_count') and $not($isInt($in.instance_count, 1, {MAX_INSTANCE_COUNT}))
       ? 'instance_count must be a whole number from 1 to {MAX_INSTANCE_COUNT}.' : undefined,
-    $has($in, 'instance_type')
-      and $not($type($in.instance_type) = 'string'
-        ? $contains($in.instance_type, /^ml\\.[a-z0-9]+\\.[a-z0-9]+$/) : false)
-      ? 'instance_type must be a SageMaker training instance type such as ml.g4dn.xlarge.' : undefined,
+    $has($in, 'instance_type') and $not($isOneOf($in.instance_type, {_js(list(training_instance_types()))}))
+      ? 'instance_type must be a SageMaker training instance type such as ml.g4dn.xlarge (one of the '
+        & '{len(training_instance_types())} in the SageMaker API the stack was built with).' : undefined,
     $has($in, 'epochs') and $not($isInt($in.epochs, 1, 1000))
       ? 'epochs must be a whole number from 1 to 1000.' : undefined,
     $has($in, 'use_spot') and $type($in.use_spot) != 'boolean' ? 'use_spot must be true or false.' : undefined,
@@ -483,7 +579,7 @@ def _input_problems_expression() -> str:
 
 
 def _run_expression() -> str:
-    """The run's effective values; job names derive from the execution ID, so each run has its own.
+    """The run's effective values, and the run's ID (from the execution's) for job and checkpoint names.
 
     Hyperparameter values are JSON-encoded as the SageMaker SDK sends them (strings quoted; the
     input checks allow no quote or backslash in them: every string value comes from a fixed list).
@@ -499,7 +595,7 @@ def _run_expression() -> str:
   $given := 'hyperparameters' in $keys($in) ? $in.hyperparameters : {{}};
   $all := $merge([$d.hyperparameters, {{'epochs': $pick('epochs')}}, $given]);
   $hp := $tune ? $sift($all, function($v, $k) {{ $not($k in {_js(list(TUNED))}) }}) : $all;
-  $jobId := $substring($hash($states.context.Execution.Id, 'SHA-256'), 0, 12);
+  $runId := $substring($hash($states.context.Execution.Id, 'SHA-256'), 0, {RUN_ID_LENGTH});
   {{
     'tune': $tune,
     'instanceCount': $pick('instance_count'),
@@ -510,7 +606,6 @@ def _run_expression() -> str:
       {{'sagemaker_torch_distributed_enabled': 'true'}}, $encode($hp)]),
     'tuningHyperParameters': $merge([$config.sagemakerParameters,
       $encode($merge([$hp, {{'epochs': $config.tuningEpochs}}]))]),
-    'trainingJobName': $config.jobNamePrefix & '-train-' & $jobId,
-    'tuningJobName': $config.jobNamePrefix & '-hpo-' & $jobId
+    'runId': $runId
   }}
 )"""

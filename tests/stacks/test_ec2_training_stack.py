@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -85,11 +86,89 @@ def test_security_group_has_no_ingress(ec2_training):
     assert resources(ec2_training, "AWS::EC2::SecurityGroupIngress") == {}
 
 
-def test_changing_the_run_id_launches_a_new_run(tmp_path):
+def test_changing_the_run_id_launches_a_new_run(tmp_path, assembly):
+    """The instance terminated itself after its run, so CloudFormation must replace it (a new logical ID:
+    create the new instance, delete the old one), never update its user data in place."""
     from tests.synth import synthesize
 
-    changed = synthesize(tmp_path, ec2_training_run_id="2").template("ec2-training")
-    _, instance = one(changed, "AWS::EC2::Instance")
+    before_id, _ = one(assembly.template("ec2-training"), "AWS::EC2::Instance")
+    again = synthesize(tmp_path / "again")
+    changed = synthesize(tmp_path / "changed", ec2_training_run_id="2")
+
+    same_id, _ = one(again.template("ec2-training"), "AWS::EC2::Instance")
+    assert same_id == before_id, "a deploy without changes leaves the instance (and its finished run) alone"
+    changed_id, instance = one(changed.template("ec2-training"), "AWS::EC2::Instance")
+    assert changed_id != before_id, "a new run id is a new instance: CloudFormation replaces it"
     joined = "".join(p for p in instance["Properties"]["UserData"]["Fn::Base64"]["Fn::Join"][1] if isinstance(p, str))
-    # The user data changes, and with it the instance: CloudFormation replaces it, which starts a new run.
     assert 'RUN_ID="2"' in joined and 'RUN_ID="1"' not in joined
+    # The outputs follow the new instance; no other stack changes with the run id.
+    outputs = changed.template("ec2-training")["Outputs"]
+    assert outputs["InstanceId"]["Value"] == {"Ref": changed_id}
+    assert outputs["ModelKey"]["Value"] == "ec2-models/2/model.tar.gz"
+    for name, template in assembly.templates():
+        if not name.endswith("-ec2-training"):
+            assert json.loads(changed.template_path(name).read_text()) == template, f"{name} changed"
+
+
+def test_a_replacement_never_overwrites_a_finished_run(ec2_training):
+    """A replacement that keeps the run id (new code, a new Deep Learning AMI behind the SSM parameter, the
+    first deploy of this version) starts the instance again: it must leave the finished run's model alone."""
+    _, instance = one(ec2_training, "AWS::EC2::Instance")
+    parts = instance["Properties"]["UserData"]["Fn::Base64"]["Fn::Join"][1]
+    script = "".join(p if isinstance(p, str) else "<token>" for p in parts)
+    # ListBucket on the run's prefix is already granted; HeadObject would need GetObject on the models.
+    check = script.index('list-objects-v2 --bucket "${BUCKET}" --prefix "${MODEL_KEY}"')
+    assert check < script.index('python "${WORK}/code/train.py"') and check < script.index("aws s3 sync")
+    assert 'MODEL_KEY="ec2-models/${RUN_ID}/model.tar.gz"' in script
+    skipped = script[check : script.index("\nfi\n", check)]
+    assert "exit 0" in skipped and "ec2_training_run_id" in skipped
+    # ... and keeps the finished run's log: the skipped start writes its own.
+    assert 'LOG_NAME="skipped-' in skipped
+
+
+@pytest.mark.parametrize("model_exists", [True, False])
+def test_the_finished_run_check_in_bash(tmp_path, model_exists):
+    """Run the user data's start with a fake `aws` and `shutdown`: an existing model ends the run at once."""
+    from stacks.settings import Settings, defaults
+
+    script = user_data_script(
+        Settings.from_mapping(defaults()), region="eu-west-1", bucket="bucket", code_uri="s3://assets/code.tar.gz"
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    listed = "ec2-models/1/model.tar.gz" if model_exists else "None"  # what `--output text` prints
+    (bin_dir / "aws").write_text(
+        f'#!/bin/bash\necho "aws $*" >> {calls}\n'
+        f'if [ "$2" = list-objects-v2 ]; then echo {listed}; exit 0; fi\n'
+        # Stop the run right after the check: the test is about what happens before training.
+        f'if [ "$2" = cp ] && [[ "$3" == s3://assets/* ]]; then exit 99; fi\nexit 0\n'
+    )
+    (bin_dir / "shutdown").write_text(f'#!/bin/bash\necho "shutdown $*" >> {calls}\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    work = tmp_path / "work"
+    script = script.replace("WORK=/opt/dogbreeds", f"WORK={work}").replace(
+        "LOG=/var/log/dogbreeds-training.log", f"LOG={tmp_path}/training.log"
+    )
+    result = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        timeout=60,
+    )
+    log = calls.read_text().splitlines()
+    assert log[0].startswith("aws s3api list-objects-v2 --bucket bucket --prefix ec2-models/1/model.tar.gz ")
+    assert log[-1] == "shutdown -h now", "the instance powers off (and terminates) either way"
+    uploads = [line for line in log if line.startswith("aws s3 cp") and "/training.log" in line]
+    (upload,) = uploads
+    if model_exists:
+        assert result.returncode == 0
+        assert "already has a model" in (tmp_path / "training.log").read_text()
+        assert not any("s3://assets/" in line for line in log), "no code download, no training"
+        assert " s3://bucket/ec2-models/1/skipped-" in upload and upload.split()[4].endswith(".log")
+        assert "train.log" not in upload, "the finished run's log stays"
+    else:
+        assert result.returncode == 99, "it went on to download the code"
+        assert upload.split()[4] == "s3://bucket/ec2-models/1/train.log"

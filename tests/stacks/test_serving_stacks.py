@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+
 import pytest
 from aws_cdk import aws_lambda as lambda_
 
 from stacks.instances import has_local_storage
 from stacks.training import NOT_TRAINED
 from tests.helpers import arn_text, as_list, one, policy_statements, refs, resources
+from tests.stacks import metric_math
 from tests.synth import synthesize
 
 ENDPOINT_ARN_SUFFIX = ":endpoint/dog-breed-classifier"
@@ -128,6 +132,42 @@ def test_alarms_watch_5xx_latency_and_model_errors(endpoint, settings):
     assert metric_names == {"Invocation5XXErrors", "Invocations"}
 
 
+def five_xx_alarm(template: dict) -> dict:
+    alarms = resources(template, "AWS::CloudWatch::Alarm", {"AlarmName": "dog-breed-classifier-5xx-errors"})
+    (alarm,) = alarms.values()
+    return alarm["Properties"]
+
+
+def test_5xx_rate_expression_follows_cloudwatch_metric_math_rules(endpoint):
+    metrics = five_xx_alarm(endpoint)["Metrics"]
+    ids = {m["Id"] for m in metrics}
+    (expression,) = [m for m in metrics if "Expression" in m]
+    assert expression["ReturnData"] is True
+    assert all(m["ReturnData"] is False for m in metrics if m is not expression), "an alarm watches one series"
+    checked = metric_math.check(expression["Expression"], ids - {expression["Id"]})
+    assert checked.result_type == metric_math.TS
+    assert checked.used_ids == {"errors", "invocations"}, "both ids are defined in the alarm's Metrics"
+    # No traffic is no error rate: the IF form divides only where there were invocations.
+    assert [c.name for c in checked.calls] == ["IF"]
+    assert checked.calls[0].argument_types == (metric_math.TS, metric_math.TS, metric_math.S)
+    assert re.fullmatch(r"IF\(invocations > 0, 100 \* errors / invocations, 0\)", expression["Expression"])
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("100 * errors / MAX([invocations, 1])", "a scalar cannot be an element"),
+        ("MAX(invocations)", "the result is a scalar"),
+        ("IF(1, 2, 3)", "none of the documented IF syntaxes"),
+        ("100 * errors / requests", "'requests' is not the id"),
+        ("max(errors)", "'max' is not a metric-math function"),
+    ],
+)
+def test_the_metric_math_checker_refuses_what_cloudwatch_refuses(expression, message):
+    with pytest.raises(metric_math.MetricMathError, match=re.escape(message)):
+        metric_math.check(expression, {"errors", "invocations"})
+
+
 def test_target_tracking_on_invocations_per_instance(endpoint, settings):
     target_id, target = one(endpoint, "AWS::ApplicationAutoScaling::ScalableTarget")
     props = target["Properties"]
@@ -145,6 +185,34 @@ def test_target_tracking_on_invocations_per_instance(endpoint, settings):
         "ScaleOutCooldown": 60,
     }
     assert policy["Properties"]["ScalingTargetId"] == {"Ref": target_id}
+
+
+def test_outputs_name_the_autoscaling_registration_for_dogbreeds_resize_endpoint(endpoint):
+    """dogbreeds resize-endpoint registers the variant again under these names after the deploy."""
+    _, target = one(endpoint, "AWS::ApplicationAutoScaling::ScalableTarget")
+    _, policy = one(endpoint, "AWS::ApplicationAutoScaling::ScalingPolicy")
+    outputs = endpoint["Outputs"]
+    assert outputs["ScalableTargetResourceId"]["Value"] == target["Properties"]["ResourceId"]
+    assert outputs["ScalingPolicyName"]["Value"] == policy["Properties"]["PolicyName"]
+    assert isinstance(policy["Properties"]["PolicyName"], str), "a name known before the deploy"
+
+
+def test_an_instance_type_change_cannot_deploy_with_autoscaling_registered(endpoint, tmp_path):
+    """Why `dogbreeds resize-endpoint` exists: in the template diff of a size change, the endpoint gets a new
+    config with another instance type (CloudFormation calls UpdateEndpoint while the variant is still a
+    registered scalable target, which SageMaker refuses), and the scalable target and its policy do not
+    change at all: CloudFormation neither deregisters them first nor undoes the command's registration."""
+    resized = synthesize(tmp_path, endpoint_instance_type="ml.g5.xlarge").template("endpoint")
+    (before_config,) = endpoint["Resources"]["Config"]["Properties"]["ProductionVariants"]
+    (after_config,) = resized["Resources"]["Config"]["Properties"]["ProductionVariants"]
+    assert (before_config["InstanceType"], after_config["InstanceType"]) == ("ml.g4dn.xlarge", "ml.g5.xlarge")
+    assert after_config["VariantName"] == before_config["VariantName"], "the variant, its alarms and scaling stay"
+    assert resized["Resources"]["Endpoint"]["Properties"]["EndpointConfigName"] == {
+        "Fn::GetAtt": ["Config", "EndpointConfigName"]
+    }
+    for type_ in ("AWS::ApplicationAutoScaling::ScalableTarget", "AWS::ApplicationAutoScaling::ScalingPolicy"):
+        assert resources(resized, type_) == resources(endpoint, type_), f"{type_} changed"
+    assert resized["Outputs"]["ScalingPolicyName"] == endpoint["Outputs"]["ScalingPolicyName"]
 
 
 def test_dashboard_shows_the_endpoint_and_the_lambda(endpoint):
@@ -191,7 +259,28 @@ def test_lambda_is_in_private_subnets_with_https_only_egress(invoker, assembly):
     assert "SecurityGroupIngress" not in group
 
 
-def test_runtime_interface_endpoint_with_private_dns_admits_only_our_endpoint(invoker):
+def foundation_subnet_cidr(foundation: dict, reference: dict) -> ipaddress.IPv4Network:
+    """The CIDR block of the foundation's subnet that another stack's SubnetId refers to."""
+    output = foundation["Outputs"][reference["Fn::GetStackOutput"]["OutputName"]]
+    subnet = foundation["Resources"][output["Value"]["Ref"]]
+    assert subnet["Type"] == "AWS::EC2::Subnet"
+    return ipaddress.ip_network(subnet["Properties"]["CidrBlock"])
+
+
+def runtime_endpoint_ingress(invoker: dict) -> list[dict]:
+    """Every ingress rule of the sagemaker.runtime interface endpoint's security groups."""
+    _, endpoint = one(invoker, "AWS::EC2::VPCEndpoint")
+    groups = {ref["Fn::GetAtt"][0] for ref in endpoint["Properties"]["SecurityGroupIds"]}
+    inline = [rule for g in groups for rule in invoker["Resources"][g]["Properties"].get("SecurityGroupIngress", [])]
+    separate = [
+        rule["Properties"]
+        for rule in resources(invoker, "AWS::EC2::SecurityGroupIngress").values()
+        if rule["Properties"]["GroupId"]["Fn::GetAtt"][0] in groups
+    ]
+    return inline + separate
+
+
+def test_runtime_interface_endpoint_with_private_dns_admits_only_our_endpoint(invoker, assembly, settings):
     _, endpoint = one(invoker, "AWS::EC2::VPCEndpoint")
     props = endpoint["Properties"]
     assert props["PrivateDnsEnabled"] is True and props["VpcEndpointType"] == "Interface"
@@ -199,8 +288,19 @@ def test_runtime_interface_endpoint_with_private_dns_admits_only_our_endpoint(in
     (statement,) = props["PolicyDocument"]["Statement"]
     assert statement["Action"] == "sagemaker:InvokeEndpoint"
     assert arn_text(statement["Resource"]).endswith(ENDPOINT_ARN_SUFFIX)
-    ingress = resources(invoker, "AWS::EC2::SecurityGroupIngress")
-    assert [i["Properties"]["FromPort"] for i in ingress.values()] == [443]
+    # Private DNS sends every sagemaker.runtime call made in the VPC to this endpoint, so the endpoint
+    # admits HTTPS from the whole VPC; its policy still allows only InvokeEndpoint on our endpoint.
+    (rule,) = runtime_endpoint_ingress(invoker)
+    assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 443, 443)
+    admitted = ipaddress.ip_network(rule["CidrIp"])
+    assert admitted == ipaddress.ip_network(settings.vpc_cidr)
+    # The clients the design names: the notebook (its role may call InvokeEndpoint) and the Lambda.
+    foundation = assembly.template("foundation")
+    _, notebook = one(assembly.template("notebook"), "AWS::SageMaker::NotebookInstance")
+    assert foundation_subnet_cidr(foundation, notebook["Properties"]["SubnetId"]).subnet_of(admitted)
+    _, function = one(invoker, "AWS::Lambda::Function")
+    for subnet in function["Properties"]["VpcConfig"]["SubnetIds"]:
+        assert foundation_subnet_cidr(foundation, subnet).subnet_of(admitted)
 
 
 def test_lambda_role_is_exactly_invoke_endpoint_logs_and_networking(invoker):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -9,9 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import botocore
+import botocore.session
 import pytest
+from aws_cdk import App
 
-from stacks.settings import Settings, SettingsError, defaults
+from stacks.images import dlami_torch_minor, framework_versions, torch_minor
+from stacks.settings import INSTANCE_TYPE_MEMBERS, Settings, SettingsError, defaults, instance_types
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,21 +60,8 @@ def test_every_field_has_a_default_in_cdk_json_and_a_description():
             "endpoint_min_capacity=4 must not exceed endpoint_max_capacity=3.",
         ),
         (
-            {"notebook_instance_type": "t3.medium"},
-            'notebook_instance_type="t3.medium": accepted is a SageMaker ML instance type such as ml.g4dn.xlarge.',
-        ),
-        (
-            {"endpoint_instance_type": "ml.g4dn"},
-            'endpoint_instance_type="ml.g4dn": accepted is a SageMaker ML instance type such as ml.g4dn.xlarge.',
-        ),
-        (
             {"lambda_provisioned_concurrency": 11},
             "lambda_provisioned_concurrency=11 must not exceed lambda_reserved_concurrency=10.",
-        ),
-        (
-            {"ec2_training_instance_type": "ml.g4dn.xlarge"},
-            'ec2_training_instance_type="ml.g4dn.xlarge": accepted is an EC2 instance type without the ml. '
-            "prefix, such as g4dn.xlarge.",
         ),
         (
             {"endpoint_min_capacity": 0},
@@ -153,6 +145,178 @@ def test_framework_version_must_be_in_sagemaker_core_tables():
     (problem,) = _error(training_framework_version="9.9.9")
     assert problem.startswith('training_framework_version="9.9.9": accepted is a PyTorch training container')
     assert "2.10.0" in problem
+
+
+# --- instance types: the enums of botocore's service models ------------------------------------------------
+
+SAGEMAKER = botocore.session.get_session().get_service_model("sagemaker")
+EC2 = botocore.session.get_session().get_service_model("ec2")
+TRAINING_TYPES = set(SAGEMAKER.shape_for("TrainingInstanceType").enum)
+ENDPOINT_TYPES = set(SAGEMAKER.shape_for("ProductionVariantInstanceType").enum)
+NOTEBOOK_TYPES = set(SAGEMAKER.shape_for("InstanceType").enum)
+EC2_TYPES = set(EC2.shape_for("InstanceType").enum)
+KIND = {
+    "notebook_instance_type": ("a SageMaker notebook instance type such as ml.t3.medium", NOTEBOOK_TYPES),
+    "training_instance_type": ("a SageMaker training instance type such as ml.g4dn.xlarge", TRAINING_TYPES),
+    "tuning_instance_type": ("a SageMaker training instance type such as ml.g4dn.xlarge", TRAINING_TYPES),
+    "endpoint_instance_type": ("a SageMaker endpoint instance type such as ml.g4dn.xlarge", ENDPOINT_TYPES),
+    "ec2_training_instance_type": (
+        "an EC2 instance type (without the ml. prefix) such as g4dn.xlarge",
+        EC2_TYPES,
+    ),
+}
+
+
+def _closest(value: str, accepted: set[str]) -> str | None:
+    return next(iter(difflib.get_close_matches(value, accepted, n=1)), None)
+
+
+def _instance_type_message(key: str, value: str, suggestion: str | None) -> str:
+    kind, accepted = KIND[key]
+    hint = f" Did you mean {suggestion}?" if suggestion else ""
+    return f'{key}="{value}": accepted is {kind} (botocore {botocore.__version__}\'s list has {len(accepted)}).{hint}'
+
+
+def test_each_instance_type_setting_is_checked_against_the_enum_of_its_api_member():
+    assert set(INSTANCE_TYPE_MEMBERS) == set(KIND)
+    for key, (_, accepted) in KIND.items():
+        assert set(instance_types(key)) == accepted, key
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("notebook_instance_type", "ml.g5.xlarge"),  # in the notebook enum too
+        ("training_instance_type", "ml.g5.2xlarge"),
+        ("tuning_instance_type", "ml.g6.xlarge"),
+        ("endpoint_instance_type", "ml.c5.xlarge"),
+        ("ec2_training_instance_type", "g5.xlarge"),
+    ],
+)
+def test_a_valid_instance_type_passes(key, value):
+    assert getattr(Settings.from_mapping({**defaults(), key: value}), key) == value
+
+
+def test_a_hyphenated_family_that_the_old_pattern_refused_passes():
+    hyphenated = sorted(t for t in TRAINING_TYPES if "-" in t)
+    assert hyphenated  # ml.c7i-flex.*, ml.p6-b200.* ...
+    assert Settings.from_mapping({**defaults(), "training_instance_type": hyphenated[0]}).training_instance_type
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "suggestion"),
+    [
+        ("training_instance_type", "ml.g4dn.xlarg", "ml.g4dn.xlarge"),
+        ("tuning_instance_type", "ml.g4dn.xlarg", "ml.g4dn.xlarge"),
+        ("notebook_instance_type", "t3.medium", "ml.t3.medium"),
+        ("notebook_instance_type", "ml.t3.meduim", "ml.t3.medium"),
+        ("endpoint_instance_type", "ml.g4dn", "ml.g4dn.xlarge"),
+        ("ec2_training_instance_type", "ml.g4dn.xlarge", "g4dn.xlarge"),
+        ("ec2_training_instance_type", "G4DN.XLARGE", "g4dn.xlarge"),
+        ("training_instance_type", "gpu-please", None),
+    ],
+)
+def test_a_wrong_instance_type_gets_a_suggestion_and_what_is_accepted(key, value, suggestion):
+    assert _error(**{key: value}) == [_instance_type_message(key, value, suggestion)]
+
+
+def test_an_endpoint_only_type_is_refused_for_training_and_tuning():
+    endpoint_only = sorted(ENDPOINT_TYPES - TRAINING_TYPES)
+    assert endpoint_only
+    value = endpoint_only[0]
+    assert Settings.from_mapping({**defaults(), "endpoint_instance_type": value}).endpoint_instance_type == value
+    for key in ("training_instance_type", "tuning_instance_type"):
+        assert _error(**{key: value}) == [_instance_type_message(key, value, _closest(value, TRAINING_TYPES))]
+
+
+def test_a_training_only_type_is_refused_for_the_notebook():
+    value = sorted(TRAINING_TYPES - NOTEBOOK_TYPES)[0]
+    assert _error(notebook_instance_type=value) == [
+        _instance_type_message("notebook_instance_type", value, _closest(value, NOTEBOOK_TYPES))
+    ]
+
+
+def test_context_strings_from_the_cdk_cli_are_checked_the_same_way():
+    """``cdk synth -c training_instance_type=ml.g4dn.xlarg``: the value arrives as a context string."""
+    app = App(context={"training_instance_type": "ml.g4dn.xlarg", "endpoint_instance_type": "ml.g5.xlarge"})
+    with pytest.raises(SettingsError) as err:
+        Settings.from_app(app)
+    assert err.value.problems == [_instance_type_message("training_instance_type", "ml.g4dn.xlarg", "ml.g4dn.xlarge")]
+    app = App(context={"training_instance_type": "ml.g5.xlarge", "ec2_training_instance_type": "g5.xlarge"})
+    settings = Settings.from_app(app)
+    assert (settings.training_instance_type, settings.ec2_training_instance_type) == ("ml.g5.xlarge", "g5.xlarge")
+
+
+# --- torch versions: the training side must not be newer than the serving side ------------------------------
+
+AMI_29 = "/aws/service/deeplearning/ami/x86_64/oss-nvidia-driver-gpu-pytorch-2.9-amazon-linux-2023/latest/ami-id"
+AMI_26 = "/aws/service/deeplearning/ami/x86_64/oss-nvidia-driver-gpu-pytorch-2.6-amazon-linux-2023/latest/ami-id"
+AMI_25 = "/aws/service/deeplearning/ami/x86_64/oss-nvidia-driver-gpu-pytorch-2.5-amazon-linux-2023/latest/ami-id"
+BASE_AMI = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
+
+
+def test_the_default_training_and_serving_torch_exist_in_sagemaker_core_and_match(settings):
+    assert settings.training_framework_version in framework_versions("training")
+    assert settings.training_framework_version in framework_versions("inference")
+    assert settings.inference_framework_version in framework_versions("inference")
+    serving = torch_minor(settings.inference_framework_version)
+    assert torch_minor(settings.training_framework_version) == serving
+    assert dlami_torch_minor(settings.ec2_training_ami_parameter) == serving
+    assert settings.ec2_training_ami_parameter == AMI_26
+
+
+def test_a_training_container_newer_than_the_serving_one_is_refused():
+    assert _error(training_framework_version="2.10.0") == [
+        'training_framework_version="2.10.0" must not be newer than inference_framework_version="2.6.0" '
+        "(major.minor): a model saved by torch 2.10 may not load under the endpoint's torch 2.6. Accepted is a "
+        "training container version of 2.6 or older, such as 2.6.0."
+    ]
+
+
+def test_a_deep_learning_ami_newer_than_the_serving_container_is_refused():
+    assert _error(ec2_training_ami_parameter=AMI_29) == [
+        f'ec2_training_ami_parameter="{AMI_29}" names PyTorch 2.9, which must not be newer than '
+        'inference_framework_version="2.6.0" (major.minor): a model saved by torch 2.9 may not load under the '
+        "endpoint's torch 2.6. Accepted is the parameter of a PyTorch 2.6 or older Deep Learning AMI, such as "
+        f'"{AMI_26}".'
+    ]
+
+
+def test_an_older_serving_container_names_both_training_sides():
+    assert _error(inference_framework_version="2.5.1") == [
+        'training_framework_version="2.6.0" must not be newer than inference_framework_version="2.5.1" '
+        "(major.minor): a model saved by torch 2.6 may not load under the endpoint's torch 2.5. Accepted is a "
+        "training container version of 2.5 or older, such as 2.5.1.",
+        f'ec2_training_ami_parameter="{AMI_26}" names PyTorch 2.6, which must not be newer than '
+        'inference_framework_version="2.5.1" (major.minor): a model saved by torch 2.6 may not load under the '
+        "endpoint's torch 2.5. Accepted is the parameter of a PyTorch 2.5 or older Deep Learning AMI, such as "
+        f'"{AMI_25}".',
+    ]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"training_framework_version": "2.5.1"},  # older than the serving side: loads
+        {"ec2_training_ami_parameter": AMI_25},
+        # an AMI parameter naming no PyTorch version is not compared
+        {"ec2_training_ami_parameter": BASE_AMI},
+    ],
+)
+def test_an_older_or_unversioned_training_side_passes(overrides):
+    Settings.from_mapping({**defaults(), **overrides})
+
+
+@pytest.mark.parametrize(
+    ("parameter", "version"),
+    [
+        (AMI_26, (2, 6)),
+        (AMI_29.replace("2.9", "2.10"), (2, 10)),
+        ("/aws/service/x/pytorch-2.6.0-ubuntu/ami-id", (2, 6)),
+    ],
+)
+def test_the_torch_version_of_an_ami_parameter(parameter, version):
+    assert dlami_torch_minor(parameter) == version
 
 
 def test_several_bad_values_are_reported_together():

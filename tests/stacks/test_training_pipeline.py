@@ -1,0 +1,470 @@
+"""The training pipeline as Step Functions sees it: the synthesized definition checked by validators from
+outside this project (LocalStack's ASL grammar, cfn-lint's schema) and executed, on every path, by
+LocalStack's interpreter in moto (tests/stacks/stepfunctions_local.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+from cfnlint.api import ManualArgs, lint
+from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser, ASLParserException
+
+import metrics
+from stacks.training_pipeline import ATTEMPT_ID_LENGTH, RUN_ID_LENGTH, training_instance_types
+from tests.cfn_values import Deployment
+from tests.stacks.stepfunctions_local import JobOutcome, LocalPipeline
+
+TRAINING_SYNC = "sagemaker:createTrainingJob.sync"
+TUNING_SYNC = "sagemaker:createHyperParameterTuningJob.sync"
+SPLITS = ("train/", "valid/", "test/")
+
+
+@pytest.fixture(scope="module")
+def deployment(assembly) -> Deployment:
+    return Deployment.from_directory(assembly.directory)
+
+
+@pytest.fixture(scope="module")
+def local(deployment, settings):
+    with LocalPipeline(deployment, settings.stack_name("training")) as pipeline:
+        yield pipeline
+
+
+@pytest.fixture(scope="module")
+def definition(local) -> dict:
+    return local.definition
+
+
+@pytest.fixture
+def pipeline(local):
+    """The pipeline with a complete data set and the default backbone's weights in its bucket."""
+    local.sagemaker.training_outcomes.clear()
+    local.sagemaker.tuning_outcomes.clear()
+    local.retry_intervals.clear()
+    stock(local)
+    return local
+
+
+def bucket(pipeline: LocalPipeline) -> str:
+    return pipeline.definition["States"]["Configure"]["Assign"]["config"]["bucket"]
+
+
+def stock(pipeline: LocalPipeline, *, splits=SPLITS, weights=("resnet50-0676ba61.pth",)) -> None:
+    s3 = pipeline.client("s3")
+    name = bucket(pipeline)
+    if name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket=name)
+    for item in s3.list_objects_v2(Bucket=name).get("Contents", []):
+        s3.delete_object(Bucket=name, Key=item["Key"])
+    for split in splits:
+        s3.put_object(Bucket=name, Key=f"datasets/dogImages/{split}001.Affenpinscher/a.jpg", Body=b"jpeg")
+    for weight in weights:
+        s3.put_object(Bucket=name, Key=f"pretrained/{weight}", Body=b"weights")
+
+
+def succeeded(pipeline: LocalPipeline, execution_input: dict, **kwargs):
+    result = pipeline.run(execution_input, **kwargs)
+    assert result.status == "SUCCEEDED", (result.error, result.cause, result.states)
+    assert pipeline.sagemaker.invalid == [], "every SageMaker request must satisfy botocore's service model"
+    return result
+
+
+# --- validators from outside the project --------------------------------------------------------
+
+
+def test_aws_states_language_grammar_accepts_the_definition(local):
+    AmazonStateLanguageParser.parse(local.definition_text)
+
+
+def test_the_grammar_refuses_a_choice_without_choices(local):
+    broken = local.definition
+    choice = broken["States"]["Input valid?"]
+    choice["Conditions"] = choice.pop("Choices")
+    with pytest.raises(ASLParserException, match="Conditions"):
+        AmazonStateLanguageParser.parse(json.dumps(broken))
+
+
+def _lint_with_definition_object(deployment: Deployment, stack: str, definition: dict) -> list[str]:
+    """cfn-lint on the template with the definition as an object (it cannot look into DefinitionString)."""
+    template = copy.deepcopy(deployment.templates[stack])
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::StepFunctions::StateMachine":
+            del resource["Properties"]["DefinitionString"]
+            resource["Properties"]["Definition"] = definition
+    matches = lint(json.dumps(template), config=ManualArgs(regions=[deployment.region], ignore_checks=["W3005"]))
+    return [f"{m.rule.id}: {m.message}" for m in matches]
+
+
+def test_cfn_lint_schema_accepts_the_definition(deployment, local):
+    assert _lint_with_definition_object(deployment, local.stack, local.definition) == []
+
+
+def test_cfn_lint_schema_refuses_a_choice_without_choices(deployment, local):
+    broken = local.definition
+    choice = broken["States"]["Quality gate"]
+    choice["Conditions"] = choice.pop("Choices")
+    problems = _lint_with_definition_object(deployment, local.stack, broken)
+    assert any(p.startswith("E3601") and "'Choices' is a required property" in p for p in problems), problems
+
+
+# --- what the definition declares --------------------------------------------------------------------
+
+
+def test_definition_uses_jsonata_and_has_the_whole_flow(definition):
+    assert definition["QueryLanguage"] == "JSONata"
+    states = definition["States"]
+    assert states["Tune hyperparameters"]["Resource"] == f"arn:aws:states:::{TUNING_SYNC}"
+    assert states["Train"]["Resource"] == f"arn:aws:states:::{TRAINING_SYNC}"
+    assert states["Hand off model"]["Resource"] == "arn:aws:states:::aws-sdk:ssm:putParameter"
+    assert {"Quality gate", "Below quality gate", "Bad input", "No data set", "Job failed"} <= set(states)
+
+
+def test_tuning_ranges_objective_and_limits(definition, settings):
+    config = definition["States"]["Tune hyperparameters"]["Arguments"]["HyperParameterTuningJobConfig"]
+    ranges = config["ParameterRanges"]
+    assert ranges["ContinuousParameterRanges"] == [
+        {"Name": "learning_rate", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
+    ]
+    assert ranges["CategoricalParameterRanges"] == [{"Name": "batch_size", "Values": ["32", "64", "128", "256", "512"]}]
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "valid_loss"}
+    assert config["ResourceLimits"] == {
+        "MaxNumberOfTrainingJobs": settings.tuning_max_jobs,
+        "MaxParallelTrainingJobs": settings.tuning_max_parallel_jobs,
+    }
+    assert config["TrainingJobEarlyStoppingType"] == "Auto"
+
+
+def test_metric_definitions_are_the_training_scripts_regexes_and_read_its_lines(definition):
+    expected = [{"Name": name, "Regex": regex} for name, regex in metrics.METRIC_REGEXES.items()]
+    train = definition["States"]["Train"]["Arguments"]["AlgorithmSpecification"]
+    tune = definition["States"]["Tune hyperparameters"]["Arguments"]["TrainingJobDefinition"]
+    assert train["MetricDefinitions"] == expected
+    assert tune["AlgorithmSpecification"]["MetricDefinitions"] == expected
+    lines = "\n".join(
+        [
+            metrics.metric_line(epoch=1, train_loss=1.25, train_accuracy=0.5, valid_loss=0.9, valid_accuracy=0.61),
+            "best_valid_loss=0.1; unrelated noise",
+            metrics.metric_line(valid_loss=0.85),
+            metrics.metric_line(test_loss=0.8, test_accuracy=0.7),
+        ]
+    )
+    found = {d["Name"]: [float(v) for v in re.findall(d["Regex"], lines)] for d in train["MetricDefinitions"]}
+    assert found["valid_loss"] == [0.9, 0.85]
+    assert found["test_accuracy"] == [0.7]
+    assert found["train_accuracy"] == [0.5]
+
+
+def test_jobs_are_retried_only_when_sagemaker_refused_to_start_them_and_failures_are_caught(definition):
+    for state in ("Tune hyperparameters", "Train"):
+        retried = {e for r in definition["States"][state]["Retry"] for e in r["ErrorEquals"]}
+        assert "States.TaskFailed" not in retried and "States.ALL" not in retried, "a job that ran is not rerun"
+        assert "SageMaker.ResourceLimitExceededException" in retried
+        assert definition["States"][state]["Catch"][0]["Next"] == "Job failed"
+
+
+# --- executions: the default run ------------------------------------------------------------------------
+
+
+def test_default_run_tunes_then_trains_on_two_instances_with_torchrun(pipeline, settings):
+    result = succeeded(pipeline, {})
+    assert result.states[-6:] == [
+        "Tune hyperparameters",
+        "Train",
+        "Quality gate",
+        "Hand off model",
+        "Record metrics",
+        "Done",
+    ]
+    train = result.call("Train")
+    hp = train["HyperParameters"]
+    assert hp["sagemaker_torch_distributed_enabled"] == "true"
+    assert json.loads(hp["sagemaker_program"]) == "train.py"
+    assert re.fullmatch(
+        r"s3://cdk-[a-z0-9]+-assets-\d{12}-[a-z0-9-]+/[0-9a-f]{64}\.gz", json.loads(hp["sagemaker_submit_directory"])
+    )
+    tune = result.call("Tune hyperparameters")
+    best = pipeline.sagemaker.described(tune["HyperParameterTuningJobName"])["BestTrainingJob"]
+    assert (hp["learning_rate"], hp["batch_size"]) == (
+        best["TunedHyperParameters"]["learning_rate"],
+        best["TunedHyperParameters"]["batch_size"],
+    ), "the tuned values win over the defaults"
+    assert json.loads(hp["backbone"]) == "resnet50" and hp["epochs"] == str(settings.training_epochs)
+    assert train["ResourceConfig"] == {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 50}
+    assert [c["ChannelName"] for c in train["InputDataConfig"]] == ["training", "pretrained"]
+    assert train["VpcConfig"]["Subnets"] and train["VpcConfig"]["SecurityGroupIds"]
+    assert train["OutputDataConfig"]["KmsKeyId"].startswith("arn:aws:kms:")
+    static = tune["TrainingJobDefinition"]["StaticHyperParameters"]
+    assert "learning_rate" not in static and "batch_size" not in static
+    assert static["epochs"] == str(settings.tuning_epochs) and "sagemaker_torch_distributed_enabled" not in static
+    assert result.output == {
+        "model_data_url": pipeline.sagemaker.described(train["TrainingJobName"])["ModelArtifacts"]["S3ModelArtifacts"],
+        "training_job": train["TrainingJobName"],
+        "tuning_job": tune["HyperParameterTuningJobName"],
+        "metrics": {"valid_loss": 0.52, "test_accuracy": 0.81},
+    }
+
+
+def test_job_names_fit_sagemakers_limits_and_checkpoints_are_per_run(pipeline):
+    result = succeeded(pipeline, {})
+    tuning_name = result.call("Tune hyperparameters")["HyperParameterTuningJobName"]
+    training_name = result.call("Train")["TrainingJobName"]
+    run_id = f"[0-9a-f]{{{RUN_ID_LENGTH}}}"
+    attempt = f"[0-9a-f]{{{ATTEMPT_ID_LENGTH}}}"
+    assert re.fullmatch(rf"dogbreeds-hpo-{run_id}-{attempt}", tuning_name) and len(tuning_name) <= 32
+    assert re.fullmatch(rf"dogbreeds-train-{run_id}-{attempt}", training_name)
+    run = training_name.split("-")[2]
+    assert tuning_name.split("-")[2] == run
+    assert result.call("Train")["CheckpointConfig"] == {
+        "S3Uri": f"s3://{bucket(pipeline)}/checkpoints/{run}/",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+
+
+def test_handoff_writes_the_model_uri_and_its_metrics_to_ssm(pipeline, settings):
+    result = succeeded(pipeline, {"tune": False})
+    ssm = pipeline.client("ssm")
+    model = ssm.get_parameter(Name=f"/{settings.project_name}/model/data-url")["Parameter"]["Value"]
+    recorded = json.loads(ssm.get_parameter(Name=f"/{settings.project_name}/model/metrics")["Parameter"]["Value"])
+    assert model == result.output["model_data_url"]
+    assert recorded == {
+        "model_data_url": model,
+        "training_job": result.call("Train")["TrainingJobName"],
+        "tuning_job": None,
+        "metrics": {"valid_loss": 0.52, "test_accuracy": 0.81},
+        "hyperparameters": {
+            "learning_rate": settings.training_learning_rate,
+            "batch_size": settings.training_batch_size,
+            "backbone": settings.training_backbone,
+            "trainable": settings.training_trainable,
+            "patience": settings.training_patience,
+            "epochs": settings.training_epochs,
+        },
+    }
+
+
+def test_without_tuning_the_defaults_train_and_the_tuning_job_is_null(pipeline, settings):
+    result = succeeded(pipeline, {"tune": False})
+    assert "Tune hyperparameters" not in result.states
+    assert not any(resource == TUNING_SYNC for _, resource, _ in result.calls)
+    hp = result.call("Train")["HyperParameters"]
+    assert (hp["learning_rate"], hp["batch_size"]) == (
+        str(settings.training_learning_rate),
+        str(settings.training_batch_size),
+    )
+    assert result.output["tuning_job"] is None
+
+
+# --- executions: the input's overrides -----------------------------------------------------------------
+
+
+def test_input_overrides_instance_count_type_epochs_spot_and_hyperparameters(pipeline):
+    result = succeeded(
+        pipeline,
+        {
+            "tune": False,
+            "instance_count": 4,
+            "instance_type": "ml.p3.2xlarge",
+            "epochs": 3,
+            "use_spot": True,
+            "hyperparameters": {"learning_rate": 0.05, "batch_size": 32, "backbone": "resnet34"},
+        },
+    )
+    train = result.call("Train")
+    assert train["ResourceConfig"]["InstanceCount"] == 4
+    # ml.p3 has no NVMe storage: its EBS volume is encrypted with the stack key.
+    assert train["ResourceConfig"]["VolumeKmsKeyId"] == train["OutputDataConfig"]["KmsKeyId"]
+    assert train["EnableManagedSpotTraining"] is True
+    assert train["StoppingCondition"] == {"MaxRuntimeInSeconds": 14400, "MaxWaitTimeInSeconds": 28800}
+    hp = train["HyperParameters"]
+    assert (hp["learning_rate"], hp["batch_size"], hp["backbone"], hp["epochs"]) == ("0.05", "32", '"resnet34"', "3")
+
+
+def test_without_spot_there_is_no_wait_time(pipeline):
+    train = succeeded(pipeline, {"tune": False, "use_spot": False}).call("Train")
+    assert train["EnableManagedSpotTraining"] is False
+    assert train["StoppingCondition"] == {"MaxRuntimeInSeconds": 14400}
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "keyed"), [("ml.g5.2xlarge", False), ("ml.r5d.xlarge", False), ("ml.c5.4xlarge", True)]
+)
+def test_nvme_instance_types_get_no_volume_key(pipeline, instance_type, keyed):
+    train = succeeded(pipeline, {"tune": False, "instance_type": instance_type}).call("Train")
+    assert ("VolumeKmsKeyId" in train["ResourceConfig"]) is keyed
+
+
+def test_pretrained_channel_only_when_the_backbone_weights_are_there(pipeline):
+    stock(pipeline, weights=("resnet34-b627a593.pth",))
+    train = succeeded(pipeline, {"tune": False}).call("Train")
+    assert [c["ChannelName"] for c in train["InputDataConfig"]] == ["training"]
+    other = succeeded(pipeline, {"tune": False, "hyperparameters": {"backbone": "resnet34"}}).call("Train")
+    assert [c["ChannelName"] for c in other["InputDataConfig"]] == ["training", "pretrained"]
+
+
+# --- executions: refused before any job ---------------------------------------------------------------
+
+BAD_INPUTS = [
+    ([], 'The input must be a JSON object, for example {"tune": false, "epochs": 5}.'),
+    ({"epochs": 0}, "epochs must be a whole number from 1 to 1000."),
+    ({"epochs": 2.5}, "epochs must be a whole number from 1 to 1000."),
+    ({"instance_count": 21}, "instance_count must be a whole number from 1 to 20."),
+    (
+        {"instance_type": "ml.g4dn.xlarg"},
+        "instance_type must be a SageMaker training instance type such as ml.g4dn.xlarge (one of the "
+        f"{len(training_instance_types())} in the SageMaker API the stack was built with).",
+    ),
+    ({"tune": "no"}, "tune must be true or false."),
+    ({"tune": False, "hyperparameters": {"augment": "yes"}}, 'hyperparameters.augment must be true, false or "auto".'),
+    (
+        {"tunes": False},
+        "Unknown field(s) tunes; accepted: tune, instance_count, instance_type, epochs, use_spot, hyperparameters.",
+    ),
+    (
+        {"tune": False, "hyperparameters": {"lr": 0.1}},
+        "Unknown hyperparameter(s) lr; accepted: learning_rate, batch_size, backbone, trainable, patience, seed, "
+        "image_size, amp, channels_last, augment.",
+    ),
+    (
+        {"tune": False, "hyperparameters": {"learning_rate": "0.1"}},
+        "hyperparameters.learning_rate must be a number above 0 and below 1.",
+    ),
+    (
+        {"tune": False, "hyperparameters": {"backbone": "vgg16"}},
+        "hyperparameters.backbone must be one of resnet18, resnet34, resnet50, resnet101.",
+    ),
+    ({"hyperparameters": "fast"}, 'hyperparameters must be an object, for example {"backbone": "resnet34"}.'),
+    (
+        {"hyperparameters": {"batch_size": 64}},
+        'learning_rate and batch_size are chosen by tuning when tune is true; set "tune": false to fix them.',
+    ),
+]
+
+
+@pytest.mark.parametrize(("execution_input", "cause"), BAD_INPUTS)
+def test_bad_input_fails_before_any_job_with_a_clear_cause(pipeline, execution_input, cause):
+    result = pipeline.run(execution_input)
+    assert (result.status, result.error) == ("FAILED", "InvalidInput")
+    assert result.cause == f"The execution input was refused: {cause}"
+    assert result.calls == [], "no task ran"
+
+
+def test_every_training_instance_type_of_the_api_is_accepted(pipeline):
+    assert "ml.p4d.24xlarge" in training_instance_types()
+    result = succeeded(pipeline, {"tune": False, "instance_type": "ml.p4d.24xlarge"})
+    assert result.call("Train")["ResourceConfig"]["InstanceType"] == "ml.p4d.24xlarge"
+
+
+# --- executions: the data set --------------------------------------------------------------------------
+
+
+def test_a_complete_data_set_passes_its_check(pipeline):
+    # $filter of nothing is undefined; Step Functions fails a field that evaluates to undefined.
+    result = succeeded(pipeline, {"tune": False})
+    assert result.states[4:7] == ["List data set", "Data set present?", "List pretrained weights"]
+
+
+@pytest.mark.parametrize(
+    ("splits", "missing"),
+    [(("train/",), "valid/, test/"), (("train/", "valid/"), "test/"), ((), "train/, valid/, test/")],
+)
+def test_missing_data_set_splits_fail_with_what_to_do(pipeline, splits, missing):
+    stock(pipeline, splits=splits)
+    result = pipeline.run({})
+    assert (result.status, result.error) == ("FAILED", "MissingDataSet")
+    assert result.cause == (
+        f"s3://{bucket(pipeline)}/datasets/dogImages/ lacks {missing}: upload the dogImages data set first "
+        "(dogbreeds upload-data), with train/, valid/ and test/ folders."
+    )
+    assert not any(resource in (TRAINING_SYNC, TUNING_SYNC) for _, resource, _ in result.calls)
+
+
+# --- executions: the quality gate ---------------------------------------------------------------------
+
+
+def test_quality_gate_stops_a_weak_model_before_the_handoff(pipeline, settings):
+    pipeline.sagemaker.training_outcomes.append(JobOutcome(metrics={"valid_loss": 1.9, "test_accuracy": 0.41}))
+    result = pipeline.run({"tune": False})
+    assert (result.status, result.error) == ("FAILED", "QualityGateFailed")
+    model = pipeline.sagemaker.described(result.call("Train")["TrainingJobName"])["ModelArtifacts"]["S3ModelArtifacts"]
+    assert result.cause == (
+        f"test_accuracy 0.41 is below the quality gate {settings.quality_gate_min_test_accuracy} (setting "
+        f"quality_gate_min_test_accuracy); the model {model} was not handed to the endpoint."
+    )
+    assert "Hand off model" not in result.states
+
+
+@pytest.mark.parametrize("final_metrics", [{"valid_loss": 0.5}, {}], ids=["no test metric", "no metric at all"])
+def test_quality_gate_fails_when_the_job_reported_no_test_accuracy(pipeline, final_metrics):
+    pipeline.sagemaker.training_outcomes.append(JobOutcome(metrics=final_metrics))
+    result = pipeline.run({"tune": False})
+    assert (result.status, result.error) == ("FAILED", "QualityGateFailed")
+    name = result.call("Train")["TrainingJobName"]
+    assert result.cause == (
+        f"Training job {name} reported no test_accuracy metric, so the quality gate cannot pass; its log shows "
+        "why the test evaluation did not run."
+    )
+
+
+# --- executions: failures, retries and redrives -------------------------------------------------------
+
+
+def test_a_failed_training_job_ends_the_run_with_its_reason_and_is_not_rerun(pipeline):
+    pipeline.sagemaker.training_outcomes.append(
+        JobOutcome(status="Failed", failure_reason="AlgorithmError: data set check failed")
+    )
+    result = pipeline.run({"tune": False})
+    (train,) = result.calls_of("Train")
+    assert (result.status, result.error) == ("FAILED", "JobFailed")
+    assert (
+        result.cause == f"SageMaker job {train['TrainingJobName']} ended Failed: AlgorithmError: data set check failed"
+    )
+    assert result.states[-2:] == ["Train", "Job failed"]
+
+
+def test_a_failed_tuning_job_ends_the_run_before_training(pipeline):
+    pipeline.sagemaker.tuning_outcomes.append(JobOutcome(status="Failed", failure_reason="No training job succeeded"))
+    result = pipeline.run({})
+    assert (result.status, result.error) == ("FAILED", "JobFailed")
+    name = result.call("Tune hyperparameters")["HyperParameterTuningJobName"]
+    assert result.cause == f"SageMaker job {name} ended Failed: No training job succeeded"
+    assert "Train" not in result.states
+
+
+def test_a_full_quota_is_waited_out_with_a_new_job_name_for_each_attempt(pipeline):
+    pipeline.sagemaker.training_outcomes.extend(
+        [JobOutcome(refuse="ResourceLimitExceeded"), JobOutcome(refuse="ResourceLimitExceeded"), JobOutcome()]
+    )
+    result = succeeded(pipeline, {"tune": False})
+    names = [call["TrainingJobName"] for call in result.calls_of("Train")]
+    assert len(names) == 3 and len(set(names)) == 3, names
+    checkpoints = {call["CheckpointConfig"]["S3Uri"] for call in result.calls_of("Train")}
+    assert len(checkpoints) == 1, "each attempt resumes from the run's checkpoints"
+    assert len(pipeline.retry_intervals) == 2 and all(0 <= s <= 1800 for s in pipeline.retry_intervals)
+
+
+def test_a_refusal_that_outlasts_the_retries_is_reported(pipeline):
+    pipeline.sagemaker.training_outcomes.extend([JobOutcome(refuse="ValidationException")] * 4)
+    result = pipeline.run({"tune": False})
+    assert (result.status, result.error) == ("FAILED", "JobFailed")
+    assert len(result.calls_of("Train")) == 4, "the first call and three retries"
+    assert result.cause.startswith("SageMaker.AmazonSageMakerException: SageMaker refused dogbreeds-train-")
+    assert "Error Code: ValidationException" in result.cause
+
+
+def test_a_redrive_starts_a_new_job_that_resumes_from_the_runs_checkpoints(pipeline):
+    pipeline.sagemaker.training_outcomes.extend([JobOutcome(status="Stopped", failure_reason="Spot capacity lost")])
+    failed = pipeline.run({"tune": False})
+    assert failed.status == "FAILED"
+    redriven = succeeded(pipeline, {"tune": False}, redrive_of=failed)
+    first, second = failed.call("Train"), redriven.call("Train")
+    assert first["TrainingJobName"] != second["TrainingJobName"], "SageMaker would refuse the same name again"
+    assert first["CheckpointConfig"] == second["CheckpointConfig"]
+
+
+def test_each_execution_gets_its_own_job_names(pipeline):
+    first = succeeded(pipeline, {"tune": False}).call("Train")["TrainingJobName"]
+    second = succeeded(pipeline, {"tune": False}).call("Train")["TrainingJobName"]
+    assert first.split("-")[2] != second.split("-")[2]
