@@ -50,8 +50,9 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One pytest worker per core; tests sharing the session's SageMaker job run on one worker (xdist_group).
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadgroup
 	$(MAKE) --no-print-directory diff
 
 diff: setup

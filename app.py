@@ -15,7 +15,7 @@ def main() -> int:
     # cdk.json's context is the base; the CLI's context (cdk.json again, cdk.context.json, -c) wins.
     app = cdk.App(context=cdk_json_context())
     try:
-        settings = Settings.from_app(app)
+        settings = Settings.from_context(app.node.get_all_context())
     except SettingsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

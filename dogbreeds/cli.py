@@ -13,10 +13,12 @@ from types import ModuleType
 
 from boto3.exceptions import S3UploadFailedError
 
+from dogbreeds import cost
 from dogbreeds.ops import dataset, predict, preflight, resize, status, training, weights
 from dogbreeds.ops.aws import Aws
-from dogbreeds.ops.config import AppConfig
+from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE, OpsError, from_botocore
+from stacks.settings import SettingsError
 
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "preflight": (preflight, "before the first deploy: the service quotas these settings need, and what is short"),
@@ -26,6 +28,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "predict": (predict, "classify one image (a file or a URL) through the Lambda or the endpoint"),
     "status": (status, "the stacks, the last training run, the endpoint and the Lambda at a glance"),
     "resize-endpoint": (resize, "change the endpoint's instance type: autoscaling off, deploy, autoscaling on"),
+    "cost": (cost, "the monthly cost of these settings and the cost per million predictions (no AWS call)"),
 }
 
 EXAMPLES = """examples:
@@ -76,36 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
-    # cost has its own options (python -m dogbreeds.cost): everything after the command goes to it.
-    commands.add_parser("cost", parents=[late], add_help=False, help="the cost estimate (dogbreeds cost --help)")
     return parser
-
-
-def run_cost(context: list[str], rest: list[str]) -> int:
-    from dogbreeds import cost  # imports the CDK (stacks.settings): only for this command
-
-    try:
-        return cost.main([*(word for item in context for word in ("-c", item)), *rest])
-    except SystemExit as done:  # --help, or its parser's usage error
-        return done.code if isinstance(done.code, int) else EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    context = [*args.context, *getattr(args, "late_context", [])]
-    if args.command == "cost":
-        return run_cost(context, rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     module, _ = COMMANDS[args.command]
     try:
-        config = AppConfig.load(context)
+        config = Config.load([*args.context, *getattr(args, "late_context", [])])
         aws = Aws(getattr(args, "profile", None), getattr(args, "region", None))
         return module.run(args, config, aws)
+    except SettingsError as err:  # each wrong setting on its own line
+        return _fail("\nerror: ".join(err.problems), EXIT_USAGE)
     except OpsError as err:
         return _fail(str(err), err.exit_code)
     except KeyboardInterrupt:

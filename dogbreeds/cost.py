@@ -1,10 +1,9 @@
-"""What the configured system costs: per month, and per million predictions at the autoscaling target.
-
-    python -m dogbreeds.cost [-c key=value ...] [--notebook-hours-per-day 8] [--lambda-ms 300] ...
+"""``dogbreeds cost``: what the configured system costs, per month and per million predictions.
 
 Prices come from one table, dogbreeds/prices.json, which records its region and the date the prices
 were taken; the configuration is the settings (cdk.json, with -c overrides as for `cdk synth`).
-Training is billed per run, not per month, so it is shown per instance-hour.
+Per million predictions assumes the endpoint runs at its autoscaling target. Training is billed per
+run, not per month, so it is shown per instance-hour. No AWS call.
 """
 
 from __future__ import annotations
@@ -15,7 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from stacks.settings import Settings, SettingsError, defaults
+from dogbreeds.ops.aws import Aws
+from dogbreeds.ops.config import Config
+from dogbreeds.ops.errors import UsageError
+from stacks.settings import Settings
 
 PRICES = Path(__file__).with_name("prices.json")
 SECONDS_PER_HOUR = 3600
@@ -80,18 +82,36 @@ def _price(prices: dict, table: str, instance_type: str) -> float:
 
 
 def estimate(s: Settings, prices: dict, usage: Usage = Usage()) -> Estimate:
+    return Estimate(
+        monthly=monthly_lines(s, prices, usage),
+        per_million=per_million_lines(s, prices, usage),
+        training_per_hour=training_lines(s, prices),
+        prices=prices,
+    )
+
+
+def _flat(item: str, detail: str, cost: float) -> Line:
+    return Line(item, detail, cost, cost)
+
+
+def monthly_lines(s: Settings, prices: dict, usage: Usage) -> list[Line]:
+    """What runs all month: the endpoint's range, provisioned concurrency, the network, the notebook."""
     hours = prices["hours_per_month"]
-    lam = prices["lambda"]
     endpoint_hour = _price(prices, "sagemaker_hosting_per_hour", s.endpoint_instance_type)
-    memory_gb = s.lambda_memory_mb / 1024
     provisioned_high = (
         s.lambda_provisioned_max if s.lambda_provisioned_autoscaling else s.lambda_provisioned_concurrency
     )
-    provisioned_month = memory_gb * hours * SECONDS_PER_HOUR * lam["provisioned_concurrency_per_gb_second"]
+    provisioned_month = (
+        s.lambda_memory_mb / 1024 * hours * SECONDS_PER_HOUR * prices["lambda"]["provisioned_concurrency_per_gb_second"]
+    )
     notebook_hours = usage.workdays_per_month * (usage.notebook_hours_per_day + s.notebook_idle_minutes / 60)
     notebook_hour = _price(prices, "sagemaker_notebook_per_hour", s.notebook_instance_type)
-
-    monthly = [
+    nat = s.nat_gateways * prices["nat_gateway_per_hour"] * hours
+    interface = AVAILABILITY_ZONES * prices["interface_endpoint_per_az_hour"] * hours
+    monitoring = (
+        prices["cloudwatch_dashboard_per_month"] + ENDPOINT_ALARM_METRICS * prices["cloudwatch_alarm_metric_per_month"]
+    )
+    return [
         Line(
             "Endpoint instances",
             f"{s.endpoint_min_capacity}-{s.endpoint_max_capacity} x {s.endpoint_instance_type} at ${endpoint_hour}/h",
@@ -104,36 +124,27 @@ def estimate(s: Settings, prices: dict, usage: Usage = Usage()) -> Estimate:
             s.lambda_provisioned_concurrency * provisioned_month,
             provisioned_high * provisioned_month,
         ),
-        Line(
-            "NAT gateways",
-            f"{s.nat_gateways} x ${prices['nat_gateway_per_hour']}/h (data: see per million)",
-            s.nat_gateways * prices["nat_gateway_per_hour"] * hours,
-            s.nat_gateways * prices["nat_gateway_per_hour"] * hours,
-        ),
-        Line(
+        _flat("NAT gateways", f"{s.nat_gateways} x ${prices['nat_gateway_per_hour']}/h (data: see per million)", nat),
+        _flat(
             "VPC endpoint sagemaker.runtime",
             f"{AVAILABILITY_ZONES} AZs x ${prices['interface_endpoint_per_az_hour']}/h (S3 gateway endpoint: free)",
-            AVAILABILITY_ZONES * prices["interface_endpoint_per_az_hour"] * hours,
-            AVAILABILITY_ZONES * prices["interface_endpoint_per_az_hour"] * hours,
+            interface,
         ),
-        Line(
+        _flat(
             "Notebook instance",
             f"{s.notebook_instance_type}, {notebook_hours:.0f} h/month with the {s.notebook_idle_minutes}-minute idle "
             f"stop (always on: ${notebook_hour * hours:,.2f})",
             notebook_hours * notebook_hour,
-            notebook_hours * notebook_hour,
         ),
-        Line("KMS key", "1 customer-managed key", prices["kms_key_per_month"], prices["kms_key_per_month"]),
-        Line(
-            "CloudWatch dashboard and alarms",
-            f"1 dashboard, {ENDPOINT_ALARM_METRICS} alarm metrics",
-            prices["cloudwatch_dashboard_per_month"]
-            + ENDPOINT_ALARM_METRICS * prices["cloudwatch_alarm_metric_per_month"],
-            prices["cloudwatch_dashboard_per_month"]
-            + ENDPOINT_ALARM_METRICS * prices["cloudwatch_alarm_metric_per_month"],
-        ),
+        _flat("KMS key", "1 customer-managed key", prices["kms_key_per_month"]),
+        _flat("CloudWatch dashboard and alarms", f"1 dashboard, {ENDPOINT_ALARM_METRICS} alarm metrics", monitoring),
     ]
 
+
+def per_million_lines(s: Settings, prices: dict, usage: Usage) -> list[Line]:
+    """What a million predictions cost at the autoscaling target: the endpoint's share, Lambda, the data."""
+    lam = prices["lambda"]
+    endpoint_hour = _price(prices, "sagemaker_hosting_per_hour", s.endpoint_instance_type)
     per_instance_per_million = endpoint_hour / (s.endpoint_target_invocations_per_instance * 60) * 1_000_000
     duration_rate = (
         lam["duration_with_provisioned_concurrency_per_gb_second"]
@@ -141,48 +152,48 @@ def estimate(s: Settings, prices: dict, usage: Usage = Usage()) -> Estimate:
         else lam["duration_per_gb_second"]
     )
     image_gb_per_million = usage.image_kb  # kilobytes per request x a million requests = that many gigabytes
-    per_million = [
-        Line(
+    nat_data = usage.url_share * image_gb_per_million * prices["nat_gateway_per_gb"] if s.nat_gateways else 0.0
+    return [
+        _flat(
             "Endpoint at the scaling target",
             f"{s.endpoint_target_invocations_per_instance} invocations/min per {s.endpoint_instance_type}",
             per_instance_per_million,
-            per_instance_per_million,
         ),
-        Line("Lambda requests", "per million requests", lam["requests_per_million"], lam["requests_per_million"]),
-        Line(
+        _flat("Lambda requests", "per million requests", lam["requests_per_million"]),
+        _flat(
             "Lambda duration",
             f"{usage.lambda_ms:.0f} ms x {s.lambda_memory_mb} MB",
-            usage.lambda_ms / 1000 * memory_gb * duration_rate * 1_000_000,
-            usage.lambda_ms / 1000 * memory_gb * duration_rate * 1_000_000,
+            usage.lambda_ms / 1000 * s.lambda_memory_mb / 1024 * duration_rate * 1_000_000,
         ),
-        Line(
+        _flat(
             "NAT data (URL fetches)",
             f"{usage.url_share:.0%} of requests fetch a {usage.image_kb:.0f} KB image",
-            usage.url_share * image_gb_per_million * prices["nat_gateway_per_gb"] if s.nat_gateways else 0.0,
-            usage.url_share * image_gb_per_million * prices["nat_gateway_per_gb"] if s.nat_gateways else 0.0,
+            nat_data,
         ),
-        Line(
+        _flat(
             "VPC endpoint data",
             f"every image ({usage.image_kb:.0f} KB) crosses the sagemaker.runtime endpoint",
             image_gb_per_million * prices["interface_endpoint_per_gb"],
-            image_gb_per_million * prices["interface_endpoint_per_gb"],
         ),
     ]
-    training = [
-        Line(
+
+
+def training_lines(s: Settings, prices: dict) -> list[Line]:
+    """Training is billed per run: what an hour of each kind of job costs."""
+    final = _price(prices, "sagemaker_training_per_hour", s.training_instance_type)
+    trial = _price(prices, "sagemaker_training_per_hour", s.tuning_instance_type)
+    return [
+        _flat(
             "Final training job",
             f"{s.training_instance_count} x {s.training_instance_type}",
-            s.training_instance_count * _price(prices, "sagemaker_training_per_hour", s.training_instance_type),
-            s.training_instance_count * _price(prices, "sagemaker_training_per_hour", s.training_instance_type),
+            s.training_instance_count * final,
         ),
-        Line(
+        _flat(
             "Tuning",
             f"{s.tuning_max_parallel_jobs} trials at once x {s.tuning_instance_type}",
-            s.tuning_max_parallel_jobs * _price(prices, "sagemaker_training_per_hour", s.tuning_instance_type),
-            s.tuning_max_parallel_jobs * _price(prices, "sagemaker_training_per_hour", s.tuning_instance_type),
+            s.tuning_max_parallel_jobs * trial,
         ),
     ]
-    return Estimate(monthly=monthly, per_million=per_million, training_per_hour=training, prices=prices)
 
 
 def render(e: Estimate) -> str:
@@ -205,26 +216,30 @@ def _range(line: Line) -> str:
     return _money(line.low) if abs(line.high - line.low) < 0.005 else f"{_money(line.low)} - {_money(line.high)}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dogbreeds.cost", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, as with cdk synth -c (repeatable)")  # fmt: skip
-    for field, default in Usage().__dict__.items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default,
-                            help=f"usage assumption (default: {default})")  # fmt: skip
-    args = parser.parse_args(argv)
+# --- the command (dogbreeds cost) ----------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, default in Usage().__dict__.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=type(default), default=default, help=f"usage assumption (default: {default})")
+
+
+def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
+    del aws  # prices come from the table, not from AWS
+    usage = Usage(**{name: getattr(args, name) for name in Usage().__dict__})
     try:
-        overrides = dict(item.split("=", 1) for item in args.context)
-        settings = Settings.from_mapping({**defaults(), **overrides})
-        usage = Usage(**{k: getattr(args, k) for k in Usage().__dict__})
-        print(render(estimate(settings, load_prices(), usage)))
-    except (SettingsError, PriceError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except ValueError:
-        print("error: -c takes KEY=VALUE, for example -c endpoint_max_capacity=5", file=sys.stderr)
-        return 2
+        print(render(estimate(config.settings, load_prices(), usage)))
+    except PriceError as err:
+        raise UsageError(str(err)) from None
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dogbreeds.cost ...``: the same as ``dogbreeds cost ...``."""
+    from dogbreeds import cli
+
+    return cli.main(["cost", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

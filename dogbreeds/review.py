@@ -123,6 +123,11 @@ def diff(context: Mapping[str, str] | None = None, reviewed_dir: Path = REVIEWED
             changed.append(stack)
             report.append(f"Stack {stack}: new, no reviewed template ({reviewed} is missing)")
             continue
+        current = json.loads((assembly / f"{stack}.template.json").read_text())
+        if current == json.loads(reviewed.read_text()):
+            # Identical: nothing for cdk diff to show (it takes seconds a stack: Node.js starts each time).
+            report.append(f"Stack {stack}\nThere were no differences")
+            continue
         result = diff_stack(assembly, stack, reviewed)
         report.append(result.output)
         if result.differs:

@@ -42,68 +42,48 @@ def environment(env: Mapping[str, str] = os.environ) -> Environment | None:
 
 def build(app: App, settings: Settings, *, env: Environment | None = None) -> AppStacks:
     """Create every stack under ``app`` and register cdk-nag's AwsSolutions pack on the whole app."""
-    common = {"env": env, "analytics_reporting": False}
+    common = {"env": env, "analytics_reporting": False, "settings": settings}
+    name = settings.stack_name
     foundation = FoundationStack(
         app,
-        settings.stack_name("foundation"),
-        settings=settings,
+        name("foundation"),
         description="Dog-breed classifier: VPC, KMS key, artifact and access-log buckets",
         **common,
     )
+    shared = {**common, "foundation": foundation.foundation}
     training = TrainingStack(
         app,
-        settings.stack_name("training"),
-        settings=settings,
-        vpc=foundation.vpc,
-        subnets=foundation.workload_subnets,
-        key=foundation.key,
-        artifacts=foundation.artifacts,
+        name("training"),
         description="Dog-breed classifier: training code, SageMaker execution role, training pipeline",
-        **common,
+        **shared,
     )
-    shared = {
-        "vpc": foundation.vpc,
-        "subnets": foundation.workload_subnets,
-        "key": foundation.key,
-        "artifacts": foundation.artifacts,
-    }
     notebook = NotebookStack(
         app,
-        settings.stack_name("notebook"),
-        settings=settings,
+        name("notebook"),
         state_machine=training.state_machine,
         description="Dog-breed classifier: the team's notebook instance with idle auto-stop",
         **shared,
-        **common,
     )
     ec2_training = Ec2TrainingStack(
         app,
-        settings.stack_name("ec2-training"),
-        settings=settings,
+        name("ec2-training"),
         description="Dog-breed classifier: one training run on a Deep Learning AMI instance (deploy to start)",
         **shared,
-        **common,
     )
     endpoint = EndpointStack(
         app,
-        settings.stack_name("endpoint"),
-        settings=settings,
+        name("endpoint"),
         description="Dog-breed classifier: GPU real-time endpoint with autoscaling, alarms and dashboard",
         **shared,
-        **common,
     )
     # The endpoint reads the model the training pipeline handed off: deploy training first.
     endpoint.add_stack_dependency(training, "the endpoint serves the model the training pipeline hands off")
     invoker = InvokerStack(
         app,
-        settings.stack_name("invoker"),
-        settings=settings,
-        vpc=foundation.vpc,
-        subnets=foundation.workload_subnets,
-        endpoint_name=endpoint.endpoint_name,
+        name("invoker"),
         endpoint_arn=endpoint.endpoint_arn,
         description="Dog-breed classifier: the least-privilege Lambda that calls the endpoint",
-        **common,
+        **shared,
     )
     invoker.add_stack_dependency(endpoint, "the Lambda calls the endpoint")
     Tags.of(app).add("project", settings.project_name)

@@ -7,9 +7,14 @@ Importing the CDK starts its Node.js runtime (seconds, and an end-of-life banner
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stacks.settings import Settings
 
 # The training/ code package (train.py, inference.py, metrics.py, ...): not a Python package.
 CODE_DIR = Path(__file__).resolve().parent.parent / "training"
@@ -28,31 +33,63 @@ class ArtifactPrefixes:
 
 PREFIXES = ArtifactPrefixes()
 
-# What the training pipeline's execution input accepts under "hyperparameters", each an option of
-# train.py; the state machine checks their values (stacks/training_pipeline.py).
-HYPERPARAMETERS = (
-    "learning_rate",
-    "batch_size",
-    "backbone",
-    "trainable",
-    "patience",
-    "seed",
-    "image_size",
-    "amp",
-    "channels_last",
-    "augment",
-)
+# The classes of the dogImages data set: the most predictions a request can ask for.
+DOG_BREEDS = 133
+# Where the model container finds code/ of the extracted model.tar.gz, and the serving program in it.
+SERVING_CODE_DIR = "/opt/ml/model/code"
+INFERENCE_PROGRAM = "inference.py"
 
 
-def load_metrics_module() -> ModuleType:
-    """training/metrics.py, the one definition of the metric lines (training/ is not a package).
+def load_training_module(name: str) -> ModuleType:
+    """``training/<name>.py`` (training/ is shipped code, not a package), loaded once.
 
     Raises FileNotFoundError when the file is not there (a CLI installed away from its checkout).
     """
-    path = CODE_DIR / "metrics.py"
-    spec = importlib.util.spec_from_file_location("dogbreeds_training_metrics", path)
+    if name in _LOADED:
+        return _LOADED[name]
+    path = CODE_DIR / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"dogbreeds_training_{name}", path)
     if spec is None or spec.loader is None or not path.is_file():
         raise FileNotFoundError(path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
+    _LOADED[name] = module
     return module
+
+
+_LOADED: dict[str, ModuleType] = {}
+
+
+def load_metrics_module() -> ModuleType:
+    """training/metrics.py, the one definition of the metric lines."""
+    return load_training_module("metrics")
+
+
+def training_hyperparameters() -> ModuleType:
+    """training/hyperparameters.py, the one definition of what train.py accepts."""
+    return load_training_module("hyperparameters")
+
+
+def model_environment(settings: Settings, region: str) -> dict[str, str]:
+    """The endpoint model's environment, as the endpoint stack sets it and the local demo serves it."""
+    return {
+        "SAGEMAKER_PROGRAM": INFERENCE_PROGRAM,
+        "SAGEMAKER_SUBMIT_DIRECTORY": SERVING_CODE_DIR,
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        "SAGEMAKER_REGION": region,
+        "TOP_K": str(settings.top_k),
+    }
+
+
+def lambda_environment(settings: Settings) -> dict[str, str]:
+    """The invoker Lambda's environment, as the invoker stack sets it and the local demo runs it."""
+    s = settings
+    return {
+        "ENDPOINT_NAME": s.endpoint_name,
+        "MAX_IMAGE_BYTES": str(s.lambda_max_image_mb * 1024 * 1024),
+        "ALLOW_HTTP_URLS": str(s.lambda_allow_http_urls).lower(),
+        "FETCH_TIMEOUT_SECONDS": str(s.lambda_fetch_timeout_seconds),
+        "ENDPOINT_TIMEOUT_SECONDS": str(s.lambda_endpoint_timeout_seconds),
+        "ENDPOINT_MAX_ATTEMPTS": str(s.lambda_endpoint_max_attempts),
+    }

@@ -13,22 +13,27 @@ from aws_cdk import aws_applicationautoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from stacks.constructs.iam import kms_data_statement, vpc_network_interface_statements
-from stacks.contract import PREFIXES
-from stacks.foundation import ArtifactBucketRef
+from stacks.constructs.iam import (
+    Permissions,
+    allow_image_pull,
+    allow_key_use,
+    allow_sagemaker_metrics,
+    allow_vpc_interfaces,
+)
+from stacks.contract import PREFIXES, model_environment
+from stacks.foundation import Foundation
 from stacks.images import pytorch_image
 from stacks.instances import has_local_storage
-from stacks.nag import acknowledge_wildcards
+from stacks.names import LAMBDA_ALIAS
 from stacks.settings import Settings
-from stacks.training import NOT_TRAINED, parameter_names
+from stacks.training import NOT_TRAINED
 
 VARIANT = "AllTraffic"
-SERVING_CODE_DIR = "/opt/ml/model/code"  # where the container finds code/ of the extracted model.tar.gz
-INFERENCE_PROGRAM = "inference.py"
+# The old fleet of a blue/green update serves on for this long while the rollback alarms watch the new one.
+BLUE_GREEN_WAIT_SECONDS = 600
 NOT_TRAINED_MESSAGE = (
     "No model has been trained yet: run the training pipeline (dogbreeds train, or start the "
     "{state_machine} state machine) and let it pass the quality gate, then deploy this stack again. "
@@ -36,74 +41,23 @@ NOT_TRAINED_MESSAGE = (
 )
 
 
-def lambda_function_name(settings: Settings) -> str:
-    """The invoker Lambda's name, known here so the dashboard needs no reference to its stack."""
-    return f"{settings.project_name}-predict"
-
-
 class EndpointStack(Stack):
     """SageMaker model (network-isolated, in the VPC), endpoint config, endpoint, scaling, alarms."""
 
     def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        settings: Settings,
-        vpc: ec2.IVpc,
-        subnets: ec2.SubnetSelection,
-        key: kms.IKey,
-        artifacts: ArtifactBucketRef,
-        **kwargs,
+        self, scope: Construct, construct_id: str, *, settings: Settings, foundation: Foundation, **kwargs
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        s = settings
-        subnet_ids = vpc.select_subnets(subnet_type=subnets.subnet_type).subnet_ids
+        s, f = settings, foundation
         self.endpoint_name = s.endpoint_name
-        self.endpoint_arn = f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:endpoint/{s.endpoint_name}"
+        self.endpoint_arn = self.format_arn(service="sagemaker", resource="endpoint", resource_name=s.endpoint_name)
         model_data_url = self._model_data_url(s)
-        image = pytorch_image("inference", s.inference_framework_version, s.endpoint_instance_type)
-
-        security_group = ec2.SecurityGroup(
-            self,
-            "ModelSecurityGroup",
-            vpc=vpc,
-            description="Endpoint instances: no inbound traffic; HTTPS out for the model download",
-            allow_all_outbound=False,
-        )
-        security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "model artifact download from S3")
-        role, policy = self._model_role(
-            s, vpc, subnet_ids, security_group, key, artifacts, image.repository_arn_in(self)
-        )
-
-        self.model = sagemaker.CfnModel(
-            self,
-            "Model",
-            execution_role_arn=role.role_arn,
-            enable_network_isolation=True,
-            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
-                image=image.uri_in(self),
-                model_data_url=model_data_url,
-                environment={
-                    "SAGEMAKER_PROGRAM": INFERENCE_PROGRAM,
-                    "SAGEMAKER_SUBMIT_DIRECTORY": SERVING_CODE_DIR,
-                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-                    "SAGEMAKER_REGION": Aws.REGION,
-                    "TOP_K": str(s.top_k),
-                },
-            ),
-            vpc_config=sagemaker.CfnModel.VpcConfigProperty(
-                subnets=subnet_ids, security_group_ids=[security_group.security_group_id]
-            ),
-        )
-        # The container starts (and reads its artifact) only once its permissions exist.
-        self.model.node.add_dependency(policy)
-
+        self.model = self._model(s, f, model_data_url)
         self.config = sagemaker.CfnEndpointConfig(
             self,
             "Config",
             # Instance types with NVMe storage encrypt it in hardware and reject a volume key.
-            kms_key_id=None if has_local_storage(s.endpoint_instance_type) else key.key_arn,
+            kms_key_id=None if has_local_storage(s.endpoint_instance_type) else f.key.key_arn,
             production_variants=[
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
                     variant_name=VARIANT,
@@ -114,9 +68,55 @@ class EndpointStack(Stack):
                 )
             ],
         )
-
         self.alarms = self._alarms(s)
-        self.endpoint = sagemaker.CfnEndpoint(
+        self.endpoint = self._endpoint(s)
+        resource_id, policy = self._autoscaling(s)
+        self.dashboard = self._dashboard(s)
+
+        CfnOutput(self, "EndpointName", value=s.endpoint_name)
+        # An instance-type change needs the variant deregistered from autoscaling around the deploy (SageMaker
+        # refuses it otherwise, and CloudFormation cannot deregister): `dogbreeds resize-endpoint` does that and
+        # registers it again under these names, the ones this stack's resources have.
+        CfnOutput(self, "ScalableTargetResourceId", value=resource_id)
+        CfnOutput(
+            self,
+            "ScalingPolicyName",
+            value=policy.node.default_child.policy_name,  # a name CDK derives from the construct path
+        )
+        CfnOutput(self, "ModelDataUrl", value=model_data_url)
+        CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name)
+
+    def _model(self, s: Settings, f: Foundation, model_data_url: str) -> sagemaker.CfnModel:
+        image = pytorch_image("inference", s.inference_framework_version, s.endpoint_instance_type)
+        security_group = ec2.SecurityGroup(
+            self,
+            "ModelSecurityGroup",
+            vpc=f.vpc,
+            description="Endpoint instances: no inbound traffic; HTTPS out for the model download",
+            allow_all_outbound=False,
+        )
+        security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "model artifact download from S3")
+        role, permissions = self._model_role(s, f, security_group, image.repository_arn_in(self))
+        model = sagemaker.CfnModel(
+            self,
+            "Model",
+            execution_role_arn=role.role_arn,
+            enable_network_isolation=True,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=image.uri_in(self),
+                model_data_url=model_data_url,
+                environment=model_environment(s, Aws.REGION),
+            ),
+            vpc_config=sagemaker.CfnModel.VpcConfigProperty(
+                subnets=f.subnet_ids, security_group_ids=[security_group.security_group_id]
+            ),
+        )
+        # The container starts (and reads its artifact) only once its permissions exist.
+        model.node.add_dependency(permissions.policy)
+        return model
+
+    def _endpoint(self, s: Settings) -> sagemaker.CfnEndpoint:
+        return sagemaker.CfnEndpoint(
             self,
             "Endpoint",
             endpoint_name=s.endpoint_name,
@@ -129,7 +129,7 @@ class EndpointStack(Stack):
                         type="ALL_AT_ONCE", wait_interval_in_seconds=0
                     ),
                     # The old fleet stays for this long while the alarms watch the new one.
-                    termination_wait_in_seconds=600,
+                    termination_wait_in_seconds=BLUE_GREEN_WAIT_SECONDS,
                     maximum_execution_timeout_in_seconds=3600,
                 ),
                 auto_rollback_configuration=sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
@@ -138,6 +138,7 @@ class EndpointStack(Stack):
             ),
         )
 
+    def _autoscaling(self, s: Settings) -> tuple[str, autoscaling.TargetTrackingScalingPolicy]:
         resource_id = f"endpoint/{s.endpoint_name}/variant/{VARIANT}"
         target = autoscaling.ScalableTarget(
             self,
@@ -156,32 +157,18 @@ class EndpointStack(Stack):
             scale_in_cooldown=Duration.seconds(s.endpoint_scale_in_cooldown_seconds),
             scale_out_cooldown=Duration.seconds(s.endpoint_scale_out_cooldown_seconds),
         )
-        self.dashboard = self._dashboard(s)
-
-        CfnOutput(self, "EndpointName", value=s.endpoint_name)
-        # An instance-type change needs the variant deregistered from autoscaling around the deploy (SageMaker
-        # refuses it otherwise, and CloudFormation cannot deregister): `dogbreeds resize-endpoint` does that and
-        # registers it again under these names, the ones this stack's resources have.
-        CfnOutput(self, "ScalableTargetResourceId", value=resource_id)
-        CfnOutput(
-            self,
-            "ScalingPolicyName",
-            value=policy.node.default_child.policy_name,  # a name CDK derives from the construct path
-        )
-        CfnOutput(self, "ModelDataUrl", value=model_data_url)
-        CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name)
+        return resource_id, policy
 
     # --- the model artifact ---------------------------------------------------------------
 
     def _model_data_url(self, s: Settings) -> str:
         if s.endpoint_model_data_url:
             return s.endpoint_model_data_url
-        model_parameter, _ = parameter_names(s)
         parameter = CfnParameter(
             self,
             "ModelDataUrlParameter",
             type="AWS::SSM::Parameter::Value<String>",
-            default=model_parameter,
+            default=s.names.model_parameter,
             description="SSM parameter holding the S3 URI of the model to serve (written by the training pipeline)",
         )
         # Checked before any resource is created or changed: no half-made endpoint without a model.
@@ -191,7 +178,7 @@ class EndpointStack(Stack):
             assertions=[
                 CfnRuleAssertion(
                     assert_=Fn.condition_not(Fn.condition_equals(parameter.value_as_string, NOT_TRAINED)),
-                    assert_description=NOT_TRAINED_MESSAGE.format(state_machine=f"{s.project_name}-training"),
+                    assert_description=NOT_TRAINED_MESSAGE.format(state_machine=s.names.state_machine),
                 )
             ],
         )
@@ -200,15 +187,8 @@ class EndpointStack(Stack):
     # --- the model's role --------------------------------------------------------------------
 
     def _model_role(
-        self,
-        s: Settings,
-        vpc: ec2.IVpc,
-        subnet_ids: list[str],
-        security_group: ec2.ISecurityGroup,
-        key: kms.IKey,
-        artifacts: ArtifactBucketRef,
-        repository_arn: str,
-    ) -> tuple[iam.Role, iam.Policy]:
+        self, s: Settings, f: Foundation, security_group: ec2.ISecurityGroup, repository_arn: str
+    ) -> tuple[iam.Role, Permissions]:
         role = iam.Role(
             self,
             "ModelRole",
@@ -218,55 +198,25 @@ class EndpointStack(Stack):
             description="The endpoint's model: read the artifact, pull the image, write logs and metrics",
         )
         model_prefixes = (PREFIXES.models, PREFIXES.ec2_models)
-        arn = f"arn:{Aws.PARTITION}"
-        logs = f"{arn}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/Endpoints/{s.endpoint_name}:*"
-        policy = iam.Policy(
-            self,
-            "ModelPolicy",
-            roles=[role],
-            statements=[
-                iam.PolicyStatement(
-                    sid="ReadModelArtifact",
-                    actions=["s3:GetObject"],
-                    resources=[artifacts.objects_arn(p) for p in model_prefixes],
-                ),
-                kms_data_statement(key, sid="UseStackKey"),
-                iam.PolicyStatement(
-                    sid="PullInferenceImage",
-                    actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
-                    resources=[repository_arn],
-                ),
-                iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
-                iam.PolicyStatement(
-                    sid="EndpointLogs",
-                    actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                    resources=[logs],
-                ),
-                iam.PolicyStatement(
-                    sid="EndpointMetrics",
-                    actions=["cloudwatch:PutMetricData"],
-                    resources=["*"],
-                    conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
-                ),
-                *vpc_network_interface_statements(vpc, subnet_ids, [security_group]),
-            ],
+        p = Permissions(self, "ModelPolicy", role=role)
+        p.allow(
+            "ReadModelArtifact",
+            ["s3:GetObject"],
+            [f.artifacts.objects_arn(prefix) for prefix in model_prefixes],
+            wildcard=f"model artifacts under {', '.join(model_prefixes)} are named by the training job; the "
+            "endpoint reads whichever one it is given, and nothing outside those prefixes",
         )
-        acknowledge_wildcards(
-            policy,
-            {
-                "*": "ecr:GetAuthorizationToken, cloudwatch:PutMetricData (limited to SageMaker's namespaces by "
-                "condition) and the EC2 Describe* calls support no resource-level permissions",
-                f"{arn}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:network-interface/*": "the endpoint's interfaces are "
-                "created by SageMaker with IDs not known before; the ec2:Vpc condition keeps them in our VPC",
-                logs: "SageMaker names the log streams after the endpoint's instances, in the endpoint's log group",
-                **{
-                    artifacts.objects_arn(p): f"model artifacts under {p} are named by the training job; the "
-                    "endpoint reads whichever one it is given, and nothing outside those prefixes"
-                    for p in model_prefixes
-                },
-            },
+        allow_key_use(p, f.key, sid="UseStackKey")
+        allow_image_pull(p, [repository_arn], sid="PullInferenceImage")
+        p.allow(
+            "EndpointLogs",
+            ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            [p.arn("logs", "log-group", f"/aws/sagemaker/Endpoints/{s.endpoint_name}:*", separator=":")],
+            wildcard="SageMaker names the log streams after the endpoint's instances, in the endpoint's log group",
         )
-        return role, policy
+        allow_sagemaker_metrics(p, sid="EndpointMetrics")
+        allow_vpc_interfaces(p, f.vpc, f.subnet_ids, [security_group])
+        return role, p
 
     # --- alarms and dashboard --------------------------------------------------------------------
 
@@ -286,7 +236,7 @@ class EndpointStack(Stack):
             cloudwatch.Alarm(
                 self,
                 "Errors5xx",
-                alarm_name=f"{s.endpoint_name}-5xx-errors",
+                alarm_name=s.names.endpoint_alarm("5xx-errors"),
                 alarm_description="The endpoint answered 5XX to more than 1% of invocations",
                 # CloudWatch metric math: IF(TS > S, TS, S) is a documented IF syntax; MAX takes a time series
                 # or an array of time series, never a scalar. No invocations in a minute is no error rate: 0.
@@ -307,7 +257,7 @@ class EndpointStack(Stack):
             cloudwatch.Alarm(
                 self,
                 "ModelLatency",
-                alarm_name=f"{s.endpoint_name}-model-latency",
+                alarm_name=s.names.endpoint_alarm("model-latency"),
                 alarm_description=f"p90 model latency above {s.endpoint_latency_alarm_ms} ms",
                 metric=self._metric("ModelLatency", "p90"),
                 threshold=s.endpoint_latency_alarm_ms * 1000,  # the metric is in microseconds
@@ -318,7 +268,7 @@ class EndpointStack(Stack):
             cloudwatch.Alarm(
                 self,
                 "ModelErrors",
-                alarm_name=f"{s.endpoint_name}-model-errors",
+                alarm_name=s.names.endpoint_alarm("model-errors"),
                 alarm_description="The model container failed invocations (InvocationModelErrors)",
                 metric=self._metric("InvocationModelErrors", "Sum"),
                 threshold=0,
@@ -329,18 +279,18 @@ class EndpointStack(Stack):
         ]
 
     def _dashboard(self, s: Settings) -> cloudwatch.Dashboard:
-        function = lambda_function_name(s)
+        function = s.names.lambda_function  # known here, so the dashboard needs no reference to its stack
 
         def lambda_metric(name: str, statistic: str) -> cloudwatch.Metric:
             return cloudwatch.Metric(
                 namespace="AWS/Lambda",
                 metric_name=name,
-                dimensions_map={"FunctionName": function, "Resource": f"{function}:live"},
+                dimensions_map={"FunctionName": function, "Resource": f"{function}:{LAMBDA_ALIAS}"},
                 statistic=statistic,
                 period=Duration.minutes(1),
             )
 
-        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"{s.project_name}-serving")
+        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=s.names.dashboard)
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Endpoint invocations",

@@ -41,33 +41,63 @@ class ArtifactBucketRef:
         return f"s3://{self.bucket_name}/{prefix}"
 
 
+@dataclass(frozen=True)
+class Foundation:
+    """What the other stacks use of the foundation: the VPC and its workload subnets, the key, the bucket."""
+
+    vpc: ec2.IVpc
+    subnets: ec2.SubnetSelection
+    key: kms.IKey
+    artifacts: ArtifactBucketRef
+
+    @property
+    def subnet_ids(self) -> list[str]:
+        return self.vpc.select_subnets(subnet_type=self.subnets.subnet_type).subnet_ids
+
+
 class FoundationStack(Stack):
     """VPC across two AZs, KMS key with rotation, encrypted and logged buckets, the S3 gateway endpoint."""
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         s = settings
+        names = s.names
         removal = RemovalPolicy.RETAIN if s.retain_data else RemovalPolicy.DESTROY
-
         self.key = kms.Key(
             self,
             "Key",
-            alias=f"alias/{s.project_name}",
+            alias=names.key_alias,
             description=f"{s.project_name}: data sets, model artifacts, volumes and logs",
             enable_key_rotation=True,
             removal_policy=removal,
             pending_window=Duration.days(30),
         )
+        self.log_bucket, self.artifact_bucket = self._buckets(s, removal)
+        self.vpc, self.workload_subnets = self._network(s)
+        self.artifacts = ArtifactBucketRef(export_name=names.artifact_bucket_export)
+        self.foundation = Foundation(
+            vpc=self.vpc, subnets=self.workload_subnets, key=self.key, artifacts=self.artifacts
+        )
+        CfnOutput(
+            self, "ArtifactBucketName", value=self.artifact_bucket.bucket_name, export_name=self.artifacts.export_name
+        )
+        CfnOutput(self, "KeyArn", value=self.key.key_arn)
+        CfnOutput(self, "VpcId", value=self.vpc.vpc_id)
 
-        # Server access logs and VPC flow logs. S3 delivers access logs only to SSE-S3 buckets.
-        self.log_bucket = s3.Bucket(
+    def _buckets(self, s: Settings, removal: RemovalPolicy) -> tuple[s3.Bucket, s3.Bucket]:
+        """The access-log bucket (SSE-S3: S3 delivers access logs only there) and the KMS-encrypted artifacts."""
+        common = {
+            "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
+            "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            "enforce_ssl": True,
+            "versioned": True,
+            "removal_policy": removal,
+            "auto_delete_objects": not s.retain_data,
+        }
+        log_bucket = s3.Bucket(
             self,
             "LogBucket",
             encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            versioned=True,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-logs",
@@ -76,20 +106,15 @@ class FoundationStack(Stack):
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 )
             ],
-            removal_policy=removal,
-            auto_delete_objects=not s.retain_data,
+            **common,
         )
-        self.artifact_bucket = s3.Bucket(
+        artifact_bucket = s3.Bucket(
             self,
             "ArtifactBucket",
             encryption=s3.BucketEncryption.KMS,
             encryption_key=self.key,
             bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            versioned=True,
-            server_access_logs_bucket=self.log_bucket,
+            server_access_logs_bucket=log_bucket,
             server_access_logs_prefix="s3-access/artifacts/",
             lifecycle_rules=[
                 s3.LifecycleRule(
@@ -97,17 +122,15 @@ class FoundationStack(Stack):
                     noncurrent_version_expiration=Duration.days(90),
                     abort_incomplete_multipart_upload_after=Duration.days(7),
                 ),
-                s3.LifecycleRule(
-                    id="expire-checkpoints",
-                    prefix=PREFIXES.checkpoints,
-                    expiration=Duration.days(30),
-                ),
+                s3.LifecycleRule(id="expire-checkpoints", prefix=PREFIXES.checkpoints, expiration=Duration.days(30)),
             ],
-            removal_policy=removal,
-            auto_delete_objects=not s.retain_data,
+            **common,
         )
+        return log_bucket, artifact_bucket
 
-        self.vpc = ec2.Vpc(
+    def _network(self, s: Settings) -> tuple[ec2.Vpc, ec2.SubnetSelection]:
+        """The VPC with flow logs, its private workload subnets and the S3 gateway endpoint."""
+        vpc = ec2.Vpc(
             self,
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(s.vpc_cidr),
@@ -123,21 +146,13 @@ class FoundationStack(Stack):
             },
         )
         # Workloads (jobs, notebook, endpoint, Lambda) go only into these private subnets.
-        self.workload_subnets = ec2.SubnetSelection(
+        workload_subnets = ec2.SubnetSelection(
             subnet_type=(ec2.SubnetType.PRIVATE_WITH_EGRESS if s.nat_gateways else ec2.SubnetType.PRIVATE_ISOLATED)
         )
-        self.s3_endpoint = self.vpc.add_gateway_endpoint(
-            "S3Endpoint",
-            service=ec2.GatewayVpcEndpointAwsService.S3,
-            subnets=[self.workload_subnets],
+        self.s3_endpoint = vpc.add_gateway_endpoint(
+            "S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[workload_subnets]
         )
-
-        self.artifacts = ArtifactBucketRef(export_name=f"{s.project_name}-artifact-bucket")
-        CfnOutput(
-            self, "ArtifactBucketName", value=self.artifact_bucket.bucket_name, export_name=self.artifacts.export_name
-        )
-        CfnOutput(self, "KeyArn", value=self.key.key_arn)
-        CfnOutput(self, "VpcId", value=self.vpc.vpc_id)
+        return vpc, workload_subnets
 
     @staticmethod
     def _subnets(nat_gateways: int) -> list[ec2.SubnetConfiguration]:

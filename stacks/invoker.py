@@ -16,12 +16,15 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.endpoint import lambda_function_name
+from stacks.constructs.iam import LAMBDA_INTERFACES, Permissions, allow_vpc_interfaces
+from stacks.constructs.logs import log_retention
+from stacks.contract import lambda_environment
+from stacks.foundation import Foundation
 from stacks.nag import acknowledge_wildcards
+from stacks.names import LAMBDA_ALIAS
 from stacks.settings import Settings
 
 LAMBDA_SOURCE = Path(__file__).resolve().parent.parent / "lambda_src"
-ALIAS = "live"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 
 
@@ -34,20 +37,45 @@ class InvokerStack(Stack):
         construct_id: str,
         *,
         settings: Settings,
-        vpc: ec2.IVpc,
-        subnets: ec2.SubnetSelection,
-        endpoint_name: str,
+        foundation: Foundation,
         endpoint_arn: str,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        s = settings
-        name = lambda_function_name(s)
+        s, f = settings, foundation
+        self.function_security_group = self._network(s, f, endpoint_arn)
+        log_group = logs.LogGroup(
+            self,
+            "Logs",
+            log_group_name=s.names.lambda_log_group,
+            retention=log_retention(s),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        role, permissions = self._role(f, endpoint_arn, log_group)
+        self.function = self._function(s, f, role, log_group)
+        self.function.node.add_dependency(permissions.policy)
+        self.alias = lambda_.Alias(
+            self,
+            "Live",
+            alias_name=LAMBDA_ALIAS,
+            version=self.function.current_version,
+            provisioned_concurrent_executions=s.lambda_provisioned_concurrency or None,
+        )
+        if s.lambda_provisioned_autoscaling:
+            scaling = self.alias.add_auto_scaling(
+                min_capacity=s.lambda_provisioned_concurrency, max_capacity=s.lambda_provisioned_max
+            )
+            scaling.scale_on_utilization(utilization_target=s.lambda_provisioned_utilization_target)
 
+        CfnOutput(self, "FunctionName", value=s.names.lambda_function)
+        CfnOutput(self, "AliasArn", value=self.alias.function_arn)
+
+    def _network(self, s: Settings, f: Foundation, endpoint_arn: str) -> ec2.SecurityGroup:
+        """The function's security group (HTTPS out) and the private sagemaker.runtime endpoint."""
         function_sg = ec2.SecurityGroup(
             self,
             "FunctionSecurityGroup",
-            vpc=vpc,
+            vpc=f.vpc,
             description="Invoker Lambda: HTTPS out only (image URLs and the SageMaker runtime endpoint)",
             allow_all_outbound=False,
         )
@@ -61,7 +89,7 @@ class InvokerStack(Stack):
         endpoint_sg = ec2.SecurityGroup(
             self,
             "RuntimeEndpointSecurityGroup",
-            vpc=vpc,
+            vpc=f.vpc,
             description="sagemaker.runtime interface endpoint: HTTPS from the VPC (private DNS applies VPC-wide)",
             allow_all_outbound=False,
         )
@@ -71,9 +99,9 @@ class InvokerStack(Stack):
         self.runtime_endpoint = ec2.InterfaceVpcEndpoint(
             self,
             "SageMakerRuntimeEndpoint",
-            vpc=vpc,
+            vpc=f.vpc,
             service=ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_RUNTIME,
-            subnets=subnets,
+            subnets=f.subnets,
             security_groups=[endpoint_sg],
             private_dns_enabled=True,
             open=False,
@@ -88,75 +116,36 @@ class InvokerStack(Stack):
                 conditions={"StringEquals": {"aws:PrincipalAccount": Aws.ACCOUNT_ID}},
             )
         )
+        return function_sg
 
-        log_group = logs.LogGroup(
-            self,
-            "Logs",
-            log_group_name=f"/aws/lambda/{name}",
-            retention=s.log_retention,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+    def _role(self, f: Foundation, endpoint_arn: str, log_group: logs.LogGroup) -> tuple[iam.Role, Permissions]:
+        """InvokeEndpoint on one endpoint, its own log group, its interfaces in our VPC."""
         role = iam.Role(
             self,
             "Role",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="Invoker Lambda: InvokeEndpoint on one endpoint, its own logs, its VPC interfaces",
         )
-        arn = f"arn:{Aws.PARTITION}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}"
-        policy = iam.Policy(
-            self,
-            "Policy",
-            roles=[role],
-            statements=[
-                iam.PolicyStatement(
-                    sid="InvokeEndpoint", actions=["sagemaker:InvokeEndpoint"], resources=[endpoint_arn]
-                ),
-                # The log group's ARN ends in ":*": its streams, named by Lambda per execution environment.
-                iam.PolicyStatement(
-                    sid="OwnLogs",
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                    resources=[log_group.log_group_arn],
-                ),
-                iam.PolicyStatement(
-                    sid="CreateInterfacesInOurSubnets",
-                    actions=["ec2:CreateNetworkInterface"],
-                    resources=[
-                        *(f"{arn}:subnet/{i}" for i in vpc.select_subnets(subnet_type=subnets.subnet_type).subnet_ids),
-                        f"{arn}:security-group/{function_sg.security_group_id}",
-                        f"{arn}:network-interface/*",
-                    ],
-                ),
-                iam.PolicyStatement(
-                    sid="ManageInterfacesInOurVpc",
-                    actions=[
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:AssignPrivateIpAddresses",
-                        "ec2:UnassignPrivateIpAddresses",
-                    ],
-                    resources=[f"{arn}:network-interface/*"],
-                    conditions={"ArnEquals": {"ec2:Vpc": f"{arn}:vpc/{vpc.vpc_id}"}},
-                ),
-                iam.PolicyStatement(
-                    sid="DescribeInterfaces",
-                    actions=["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"],
-                    resources=["*"],
-                ),
-            ],
+        p = Permissions(self, "Policy", role=role)
+        p.allow("InvokeEndpoint", ["sagemaker:InvokeEndpoint"], [endpoint_arn])
+        # The log group's ARN (an attribute) ends in ":*": its streams, which Lambda names per execution environment.
+        p.allow("OwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [log_group.log_group_arn])
+        allow_vpc_interfaces(
+            p,
+            f.vpc,
+            f.subnet_ids,
+            [self.function_security_group],
+            manage=LAMBDA_INTERFACES,
+            describe=("ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"),
+            service="Lambda",
         )
-        acknowledge_wildcards(
-            policy,
-            {
-                "*": "ec2:DescribeNetworkInterfaces and ec2:DescribeSubnets support no resource-level permissions",
-                f"{arn}:network-interface/*": "Lambda creates the function's interfaces with IDs not known "
-                "before; creation also names our subnets and security group, and the ec2:Vpc condition keeps "
-                "the other actions in our VPC",
-            },
-        )
+        return role, p
 
-        self.function = lambda_.Function(
+    def _function(self, s: Settings, f: Foundation, role: iam.Role, log_group: logs.LogGroup) -> lambda_.Function:
+        function = lambda_.Function(
             self,
             "Function",
-            function_name=name,
+            function_name=s.names.lambda_function,
             description="Dog-breed classifier: {url} or {image_base64} in, labelled predictions out",
             runtime=RUNTIME,
             handler="handler.handler",
@@ -165,38 +154,15 @@ class InvokerStack(Stack):
             memory_size=s.lambda_memory_mb,
             timeout=Duration.seconds(s.lambda_timeout_seconds),
             reserved_concurrent_executions=s.lambda_reserved_concurrency,
-            vpc=vpc,
-            vpc_subnets=subnets,
-            security_groups=[function_sg],
+            vpc=f.vpc,
+            vpc_subnets=f.subnets,
+            security_groups=[self.function_security_group],
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
-            environment={
-                "ENDPOINT_NAME": endpoint_name,
-                "MAX_IMAGE_BYTES": str(s.lambda_max_image_mb * 1024 * 1024),
-                "ALLOW_HTTP_URLS": str(s.lambda_allow_http_urls).lower(),
-                "FETCH_TIMEOUT_SECONDS": str(s.lambda_fetch_timeout_seconds),
-                "ENDPOINT_TIMEOUT_SECONDS": str(s.lambda_endpoint_timeout_seconds),
-                "ENDPOINT_MAX_ATTEMPTS": str(s.lambda_endpoint_max_attempts),
-            },
+            environment=lambda_environment(s),
         )
-        self.function.node.add_dependency(policy)
         acknowledge_wildcards(
             role.node.find_child("DefaultPolicy"),
             {"*": "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions"},
         )
-
-        self.alias = lambda_.Alias(
-            self,
-            "Live",
-            alias_name=ALIAS,
-            version=self.function.current_version,
-            provisioned_concurrent_executions=s.lambda_provisioned_concurrency or None,
-        )
-        if s.lambda_provisioned_autoscaling:
-            scaling = self.alias.add_auto_scaling(
-                min_capacity=s.lambda_provisioned_concurrency, max_capacity=s.lambda_provisioned_max
-            )
-            scaling.scale_on_utilization(utilization_target=s.lambda_provisioned_utilization_target)
-
-        CfnOutput(self, "FunctionName", value=name)
-        CfnOutput(self, "AliasArn", value=self.alias.function_arn)
+        return function

@@ -8,18 +8,14 @@ from pathlib import Path
 from aws_cdk import Aws, CfnOutput, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from stacks.constructs.iam import bucket_prefix_statements, kms_data_statement, vpc_network_interface_statements
+from stacks.constructs.iam import Permissions, allow_bucket_prefixes, allow_key_use, allow_vpc_interfaces
 from stacks.contract import PREFIXES
-from stacks.foundation import ArtifactBucketRef
-from stacks.nag import acknowledge_wildcards
+from stacks.foundation import Foundation
 from stacks.settings import Settings
-from stacks.training import state_machine_name
-from stacks.training_pipeline import job_name_prefix
 
 AUTOSTOP_SCRIPT = Path(__file__).parent / "scripts" / "notebook_autostop.py"
 LIFECYCLE_SCRIPT_LIMIT = 16384  # characters of base64, per SageMaker's NotebookInstanceLifecycleHook
@@ -98,21 +94,16 @@ class NotebookStack(Stack):
         construct_id: str,
         *,
         settings: Settings,
-        vpc: ec2.IVpc,
-        subnets: ec2.SubnetSelection,
-        key: kms.IKey,
-        artifacts: ArtifactBucketRef,
+        foundation: Foundation,
         state_machine: sfn.IStateMachine,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        s = settings
-        name = f"{s.project_name}-notebook"
-        subnet_ids = vpc.select_subnets(subnet_type=subnets.subnet_type).subnet_ids
+        s, f, names = settings, foundation, settings.names
         security_group = ec2.SecurityGroup(
             self,
             "SecurityGroup",
-            vpc=vpc,
+            vpc=f.vpc,
             description="Notebook instance: no inbound traffic; outbound to AWS APIs",
             allow_all_outbound=True,
         )
@@ -124,39 +115,11 @@ class NotebookStack(Stack):
             ),
             description="The team's notebook: artifacts, the training pipeline, the endpoint, nothing more",
         )
-        statements = self._statements(s, name, vpc, subnet_ids, security_group, key, artifacts, state_machine)
-        policy = iam.Policy(self, "Policy", roles=[role], statements=statements)
-        arn = f"arn:{Aws.PARTITION}"
-        acknowledge_wildcards(
-            policy,
-            {
-                "*": "the EC2 Describe* calls a VPC notebook needs support no resource-level permissions",
-                f"{arn}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:network-interface/*": "the notebook's interface ID is "
-                "not known before it exists; the ec2:Vpc condition keeps it in our VPC",
-                **{
-                    artifacts.objects_arn(prefix): f"the team reads and writes the objects under {prefix}; "
-                    "the statement is limited to that prefix"
-                    for prefix in (PREFIXES.datasets, PREFIXES.pretrained, PREFIXES.models, PREFIXES.ec2_models)
-                },
-                f"{arn}:states:{Aws.REGION}:{Aws.ACCOUNT_ID}:execution:{state_machine_name(s)}:*": (
-                    "executions are named when they start; the statement is limited to this pipeline's"
-                ),
-                f"{arn}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/{job_name_prefix(s)}-*": "the "
-                "pipeline names its jobs per execution; the notebook may only watch those",
-                f"{arn}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:hyper-parameter-tuning-job/{job_name_prefix(s)}-*": (
-                    "the pipeline names its tuning jobs per execution; the notebook may only watch those"
-                ),
-                f"{arn}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/TrainingJobs:*": "job log "
-                "streams are named after the jobs; reading them is how the team follows training",
-                f"{arn}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/NotebookInstances:*": "the "
-                "notebook writes its own log streams, named by SageMaker, in this log group",
-            },
-        )
-
+        permissions = self._permissions(s, f, role, security_group, state_machine)
         self.lifecycle = sagemaker.CfnNotebookInstanceLifecycleConfig(
             self,
             "Lifecycle",
-            notebook_instance_lifecycle_config_name=f"{s.project_name}-autostop",
+            notebook_instance_lifecycle_config_name=names.notebook_lifecycle,
             on_start=[
                 sagemaker.CfnNotebookInstanceLifecycleConfig.NotebookInstanceLifecycleHookProperty(
                     content=encode_lifecycle_script(lifecycle_on_start(s.notebook_idle_minutes))
@@ -166,14 +129,14 @@ class NotebookStack(Stack):
         self.notebook = sagemaker.CfnNotebookInstance(
             self,
             "Notebook",
-            notebook_instance_name=name,
+            notebook_instance_name=names.notebook,
             instance_type=s.notebook_instance_type,
             role_arn=role.role_arn,
-            subnet_id=subnet_ids[0],
+            subnet_id=f.subnet_ids[0],
             security_group_ids=[security_group.security_group_id],
             direct_internet_access="Disabled",
             root_access="Disabled",
-            kms_key_id=key.key_id,
+            kms_key_id=f.key.key_id,
             volume_size_in_gb=s.notebook_volume_size_gb,
             lifecycle_config_name=self.lifecycle.attr_notebook_instance_lifecycle_config_name,
             platform_identifier=NOTEBOOK_PLATFORM,
@@ -182,69 +145,57 @@ class NotebookStack(Stack):
             ),
         )
         # The role's policy must exist before the instance starts and runs its lifecycle script.
-        self.notebook.node.add_dependency(policy)
-        CfnOutput(self, "NotebookName", value=name)
+        self.notebook.node.add_dependency(permissions.policy)
+        CfnOutput(self, "NotebookName", value=names.notebook)
 
-    @staticmethod
-    def _statements(
+    def _permissions(
+        self,
         s: Settings,
-        name: str,
-        vpc: ec2.IVpc,
-        subnet_ids: list[str],
+        f: Foundation,
+        role: iam.Role,
         security_group: ec2.ISecurityGroup,
-        key: kms.IKey,
-        artifacts: ArtifactBucketRef,
         state_machine: sfn.IStateMachine,
-    ) -> list[iam.PolicyStatement]:
-        arn = f"arn:{Aws.PARTITION}"
-        sagemaker_arn = f"{arn}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}"
-        logs_arn = f"{arn}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group"
-        executions = f"{arn}:states:{Aws.REGION}:{Aws.ACCOUNT_ID}:execution:{state_machine_name(s)}:*"
-        return [
-            *bucket_prefix_statements(
-                artifacts,
-                read=[PREFIXES.datasets, PREFIXES.pretrained, PREFIXES.models, PREFIXES.ec2_models],
-                write=[PREFIXES.datasets, PREFIXES.pretrained],
-                sid="Artifacts",
-            ),
-            kms_data_statement(key, sid="UseStackKey"),
-            iam.PolicyStatement(
-                sid="StartTraining",
-                actions=["states:StartExecution", "states:ListExecutions"],
-                resources=[state_machine.state_machine_arn],
-            ),
-            iam.PolicyStatement(
-                sid="FollowTraining",
-                actions=["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"],
-                resources=[executions],
-            ),
-            iam.PolicyStatement(
-                sid="WatchJobs",
-                actions=["sagemaker:DescribeTrainingJob", "sagemaker:DescribeHyperParameterTuningJob"],
-                resources=[
-                    f"{sagemaker_arn}:training-job/{job_name_prefix(s)}-*",
-                    f"{sagemaker_arn}:hyper-parameter-tuning-job/{job_name_prefix(s)}-*",
-                ],
-            ),
-            iam.PolicyStatement(
-                sid="ReadJobLogs",
-                actions=["logs:GetLogEvents", "logs:FilterLogEvents", "logs:DescribeLogStreams"],
-                resources=[f"{logs_arn}:/aws/sagemaker/TrainingJobs:*"],
-            ),
-            iam.PolicyStatement(
-                sid="InvokeEndpoint",
-                actions=["sagemaker:InvokeEndpoint"],
-                resources=[f"{sagemaker_arn}:endpoint/{s.endpoint_name}"],
-            ),
-            iam.PolicyStatement(
-                sid="StopWhenIdle",
-                actions=["sagemaker:StopNotebookInstance"],
-                resources=[f"{sagemaker_arn}:notebook-instance/{name}"],
-            ),
-            iam.PolicyStatement(
-                sid="NotebookLogs",
-                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[f"{logs_arn}:/aws/sagemaker/NotebookInstances:*"],
-            ),
-            *vpc_network_interface_statements(vpc, subnet_ids, [security_group]),
-        ]
+    ) -> Permissions:
+        names = s.names
+        p = Permissions(self, "Policy", role=role)
+        allow_bucket_prefixes(
+            p,
+            f.artifacts,
+            read=[PREFIXES.datasets, PREFIXES.pretrained, PREFIXES.models, PREFIXES.ec2_models],
+            write=[PREFIXES.datasets, PREFIXES.pretrained],
+            sid="Artifacts",
+        )
+        allow_key_use(p, f.key, sid="UseStackKey")
+        p.allow("StartTraining", ["states:StartExecution", "states:ListExecutions"], [state_machine.state_machine_arn])
+        p.allow(
+            "FollowTraining",
+            ["states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"],
+            [p.arn("states", "execution", f"{names.state_machine}:*", separator=":")],
+            wildcard="executions are named when they start; the statement is limited to this pipeline's",
+        )
+        p.allow(
+            "WatchJobs",
+            ["sagemaker:DescribeTrainingJob", "sagemaker:DescribeHyperParameterTuningJob"],
+            [
+                p.arn("sagemaker", "training-job", f"{names.job_name_prefix}-*"),
+                p.arn("sagemaker", "hyper-parameter-tuning-job", f"{names.job_name_prefix}-*"),
+            ],
+            wildcard="the pipeline names its jobs per execution; the notebook may only watch those",
+        )
+        p.allow(
+            "ReadJobLogs",
+            ["logs:GetLogEvents", "logs:FilterLogEvents", "logs:DescribeLogStreams"],
+            [p.arn("logs", "log-group", "/aws/sagemaker/TrainingJobs:*", separator=":")],
+            wildcard="job log streams are named after the jobs; reading them is how the team follows training",
+        )
+        p.allow("InvokeEndpoint", ["sagemaker:InvokeEndpoint"], [p.arn("sagemaker", "endpoint", s.endpoint_name)])
+        notebook = p.arn("sagemaker", "notebook-instance", names.notebook)
+        p.allow("StopWhenIdle", ["sagemaker:StopNotebookInstance"], [notebook])
+        p.allow(
+            "NotebookLogs",
+            ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            [p.arn("logs", "log-group", "/aws/sagemaker/NotebookInstances:*", separator=":")],
+            wildcard="the notebook writes its own log streams, named by SageMaker, in this log group",
+        )
+        allow_vpc_interfaces(p, f.vpc, f.subnet_ids, [security_group])
+        return p

@@ -1,10 +1,11 @@
-"""Every tunable of the system, in one frozen, typed object.
+"""Every tunable of the system, in one frozen, typed object, read and validated in one place.
 
-The defaults live in ``cdk.json`` under ``context``; any of them can be overridden at synth time with
-``-c key=value`` (the CDK CLI hands those over as strings, which are parsed here by the field's type).
-``Settings.from_app`` is called once, in ``app.py``; stacks receive the object and never read context.
+The defaults live in ``cdk.json`` under ``context``; any of them can be overridden with ``-c key=value``
+(the CDK CLI and the operator CLI hand those over as strings, parsed here by the field's type). The app
+reads them once (``Settings.from_context``), the operator CLI and the local demo with ``Settings.load``;
+stacks receive the object and never read context. This module imports no CDK: the CLI starts fast.
 
-Bad values stop the synth with one message that names each wrong key, its value and what is accepted.
+Bad values stop with one message that names each wrong key, its value and what is accepted.
 """
 
 from __future__ import annotations
@@ -16,28 +17,25 @@ import ipaddress
 import json
 import re
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aws_cdk import aws_logs as logs
-from constructs import Construct
-
-from stacks.images import dlami_torch_minor, framework_versions, newest_version, torch_minor, with_dlami_torch
+from stacks.contract import DOG_BREEDS, training_hyperparameters
+from stacks.names import Names
+from stacks.versions import dlami_torch_minor, torch_minor, with_dlami_torch
 
 CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
 
 # Values CloudWatch Logs accepts for a log group's retention, in days, with the CDK's names for them.
-_RETENTION_NAMES = {
+RETENTION_NAMES = {
     1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
     60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS",
     365: "ONE_YEAR", 400: "THIRTEEN_MONTHS", 545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS",
     1827: "FIVE_YEARS", 2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
     3653: "TEN_YEARS",
 }  # fmt: skip
-LOG_RETENTION_DAYS = tuple(_RETENTION_NAMES)
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
-TRAINABLE = ("head", "last_block", "all")
+LOG_RETENTION_DAYS = tuple(RETENTION_NAMES)
 
 # A SageMaker endpoint name: lowercase letters, digits and single hyphens, at most 63 characters.
 # (SageMaker writes endpoint ARNs in lowercase; a lowercase name keeps IAM resource ARNs exact.)
@@ -119,6 +117,20 @@ def _botocore_version() -> str:
     return botocore.__version__
 
 
+# The settings that are train.py hyperparameters: their accepted values are train.py's (one definition).
+TRAINING_HYPERPARAMETERS = {
+    "training_epochs": "epochs",
+    "training_batch_size": "batch_size",
+    "training_learning_rate": "learning_rate",
+    "training_backbone": "backbone",
+    "training_trainable": "trainable",
+    "training_patience": "patience",
+    "tuning_epochs": "epochs",
+    "tuning_learning_rate_min": "learning_rate",
+    "tuning_learning_rate_max": "learning_rate",
+}
+
+
 class SettingsError(ValueError):
     """One or more settings are wrong; the message lists each with its key, value and what is accepted."""
 
@@ -126,6 +138,9 @@ class SettingsError(ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"Invalid settings (fix them in cdk.json or with -c key=value):\n{lines}")
+
+
+_TRAIN = training_hyperparameters()
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -165,8 +180,10 @@ class Settings:
         metadata=_doc("Instances of the final training job (PyTorch DDP across all of them).")
     )
     training_volume_size_gb: int = field(metadata=_doc("Training job EBS volume size in GB."))
-    training_backbone: str = field(metadata=_doc("ResNet backbone: resnet18, resnet34, resnet50 or resnet101."))
-    training_trainable: str = field(metadata=_doc("What is fine-tuned: head, last_block (layer4 and head) or all."))
+    training_backbone: str = field(metadata=_doc("ResNet backbone: " + ", ".join(_TRAIN.BACKBONES) + "."))
+    training_trainable: str = field(
+        metadata=_doc("What is fine-tuned: " + ", ".join(_TRAIN.TRAINABLE) + " (last_block: layer4 and head).")
+    )
     training_patience: int = field(metadata=_doc("Stop early after this many epochs without a better valid loss."))
     training_epochs: int = field(metadata=_doc("Epochs of the final training job."))
     training_batch_size: int = field(metadata=_doc("Batch size per GPU when tuning is off."))
@@ -255,13 +272,33 @@ class Settings:
         return {f.name: f.metadata["doc"] for f in dataclasses.fields(cls)}
 
     @classmethod
-    def from_app(cls, scope: Construct) -> Settings:
-        """Settings for an app: cdk.json defaults, overridden by the app's context (``-c key=value``)."""
-        context = {k: scope.node.try_get_context(k) for k in _context_settings_keys(scope)}
-        return cls.from_mapping({**defaults(), **{k: v for k, v in context.items() if v is not None}})
+    def from_context(cls, context: Mapping[str, object], *, check_images: bool = True) -> Settings:
+        """The settings of an app: cdk.json's defaults under the app's context (cdk.json, cdk.context.json,
+        ``-c key=value``); CDK's own context keys are left out."""
+        given = {k: v for k, v in context.items() if _is_settings_key(k) and v is not None}
+        return cls.from_mapping({**defaults(), **given}, check_images=check_images)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, object]) -> Settings:
+    def load(cls, overrides: Sequence[str] = (), *, cdk_json: Path | None = None) -> Settings:
+        """cdk.json's defaults with ``KEY=VALUE`` overrides, as the operator CLI and the local demo take them.
+
+        The container images are not checked (sagemaker-core's tables take seconds to import); the app,
+        which needs them, checks them.
+        """
+        values = defaults(cdk_json or CDK_JSON)
+        problems = []
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                problems.append(f"-c {item}: takes KEY=VALUE, for example -c project_name=dogbreeds")
+                continue
+            values[key.strip()] = value
+        if problems:
+            raise SettingsError(problems)
+        return cls.from_mapping(values, check_images=False)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object], *, check_images: bool = True) -> Settings:
         """Parse and validate a complete mapping of key to value (JSON values or -c strings)."""
         problems: list[str] = []
         parsed: dict[str, object] = {}
@@ -279,6 +316,8 @@ class Settings:
             raise SettingsError(problems)
         settings = cls(**parsed)  # type: ignore[arg-type]
         problems.extend(settings.problems())
+        if check_images:
+            problems.extend(settings.image_problems())
         if problems:
             raise SettingsError(problems)
         return settings
@@ -291,63 +330,80 @@ class Settings:
 
     def problems(self) -> list[str]:
         """Every wrong value, each as one sentence naming the key, the value and what is accepted."""
-        p: list[str] = []
-        check = _Checker(self, p)
+        check = _Checker(self)
+        for group in (
+            self._shared_problems,
+            self._training_problems,
+            self._tuning_problems,
+            self._ec2_problems,
+            self._endpoint_problems,
+            self._lambda_problems,
+        ):
+            group(check)
+        return check.problems
 
+    def image_problems(self) -> list[str]:
+        """The container versions, against sagemaker-core's tables (imported here, on first use)."""
+        from stacks.versions import framework_versions
+
+        check = _Checker(self)
+        for key, scope in (("training_framework_version", "training"), ("inference_framework_version", "inference")):
+            versions = framework_versions(scope)
+            if getattr(self, key) not in versions:
+                check.fail(key, f"a PyTorch {scope} container version known to sagemaker-core: " + ", ".join(versions))
+        return check.problems
+
+    def _shared_problems(self, check: _Checker) -> None:
         check.pattern("project_name", PROJECT_NAME, "2-20 lowercase letters, digits or hyphens, starting with a letter")
         check.cidr("vpc_cidr")
         check.one_of("nat_gateways", (0, 1, 2))
         check.one_of("log_retention_days", LOG_RETENTION_DAYS)
         check.at_least("access_log_retention_days", 1)
-
         for key in INSTANCE_TYPE_MEMBERS:
             check.instance_type(key)
         check.between("notebook_volume_size_gb", 5, 16384)
         check.between("notebook_idle_minutes", 5, 1440)
 
-        check.framework_version("training_framework_version", "training")
-        check.framework_version("inference_framework_version", "inference")
-        self._check_torch_not_newer_than_serving(p)
+    def _training_problems(self, check: _Checker) -> None:
+        self._check_torch_not_newer_than_serving(check)
         check.between("training_instance_count", 1, 20)
         check.between("training_volume_size_gb", 1, 16384)
-        check.one_of("training_backbone", BACKBONES)
-        check.one_of("training_trainable", TRAINABLE)
-        check.between("training_patience", 1, 1000)
-        check.between("training_epochs", 1, 1000)
-        check.between("training_batch_size", 1, 4096)
-        check.open_interval("training_learning_rate", 0.0, 1.0)
+        for key, hyperparameter in TRAINING_HYPERPARAMETERS.items():
+            check.hyperparameter(key, hyperparameter)
         check.between("training_max_runtime_seconds", 60, 28 * 24 * 3600)
         if self.training_use_spot and self.training_max_wait_seconds < self.training_max_runtime_seconds:
-            p.append(
+            check.problems.append(
                 f"training_max_wait_seconds={self.training_max_wait_seconds} must be at least "
                 f"training_max_runtime_seconds={self.training_max_runtime_seconds} when training_use_spot=true "
                 "(SageMaker counts the run time inside the wait)."
             )
         check.closed_interval("quality_gate_min_test_accuracy", 0.0, 1.0)
 
+    def _tuning_problems(self, check: _Checker) -> None:
         check.between("tuning_max_jobs", 1, 500)
         check.between("tuning_max_parallel_jobs", 1, 100)
         if self.tuning_max_parallel_jobs > self.tuning_max_jobs:
-            p.append(
+            check.problems.append(
                 f"tuning_max_parallel_jobs={self.tuning_max_parallel_jobs} must not exceed "
                 f"tuning_max_jobs={self.tuning_max_jobs}."
             )
-        check.between("tuning_epochs", 1, 1000)
-        check.open_interval("tuning_learning_rate_min", 0.0, 1.0)
-        check.open_interval("tuning_learning_rate_max", 0.0, 1.0)
         if self.tuning_learning_rate_min >= self.tuning_learning_rate_max:
-            p.append(
+            check.problems.append(
                 f"tuning_learning_rate_min={self.tuning_learning_rate_min} must be below "
                 f"tuning_learning_rate_max={self.tuning_learning_rate_max}."
             )
-        if not self.tuning_batch_sizes or any(b < 1 or b > 4096 for b in self.tuning_batch_sizes):
-            p.append(
+        batch_size = training_hyperparameters().HYPERPARAMETERS["batch_size"].kind
+        if not self.tuning_batch_sizes or not all(batch_size.accepts(b) for b in self.tuning_batch_sizes):
+            check.problems.append(
                 f"tuning_batch_sizes={_show(list(self.tuning_batch_sizes))}: accepted is a non-empty list of "
-                "batch sizes from 1 to 4096, for example 32,64,128."
+                f"batch sizes from {batch_size.low} to {batch_size.high}, for example 32,64,128."
             )
         elif len(set(self.tuning_batch_sizes)) != len(self.tuning_batch_sizes):
-            p.append(f"tuning_batch_sizes={_show(list(self.tuning_batch_sizes))}: each batch size may appear once.")
+            check.problems.append(
+                f"tuning_batch_sizes={_show(list(self.tuning_batch_sizes))}: each batch size may appear once."
+            )
 
+    def _ec2_problems(self, check: _Checker) -> None:
         check.between("ec2_training_volume_size_gb", 75, 16384)
         check.pattern(
             "ec2_training_ami_parameter",
@@ -356,11 +412,12 @@ class Settings:
         )
         check.pattern("ec2_training_run_id", RUN_ID, "1-32 letters, digits or hyphens")
 
+    def _endpoint_problems(self, check: _Checker) -> None:
         check.pattern("endpoint_name", ENDPOINT_NAME, "1-63 lowercase letters, digits or single hyphens")
         check.at_least("endpoint_min_capacity", 1)
         check.at_least("endpoint_max_capacity", 1)
         if self.endpoint_min_capacity > self.endpoint_max_capacity:
-            p.append(
+            check.problems.append(
                 f"endpoint_min_capacity={self.endpoint_min_capacity} must not exceed "
                 f"endpoint_max_capacity={self.endpoint_max_capacity}."
             )
@@ -368,50 +425,37 @@ class Settings:
         check.between("endpoint_scale_in_cooldown_seconds", 0, 3600)
         check.between("endpoint_scale_out_cooldown_seconds", 0, 3600)
         if self.endpoint_model_data_url and not S3_URI.match(self.endpoint_model_data_url):
-            p.append(
+            check.problems.append(
                 f"endpoint_model_data_url={_show(self.endpoint_model_data_url)}: accepted is empty (serve the "
                 "last trained model) or an s3://bucket/key.tar.gz URI."
             )
         check.between("endpoint_latency_alarm_ms", 1, 60_000)
-        check.between("top_k", 1, 133)
+        check.between("top_k", 1, DOG_BREEDS)
 
+    def _lambda_problems(self, check: _Checker) -> None:
         check.between("lambda_memory_mb", 128, 10240)
         check.between("lambda_timeout_seconds", 1, 900)
         check.at_least("lambda_reserved_concurrency", 1)
         check.at_least("lambda_provisioned_concurrency", 0)
         if self.lambda_provisioned_concurrency > self.lambda_reserved_concurrency:
-            p.append(
+            check.problems.append(
                 f"lambda_provisioned_concurrency={self.lambda_provisioned_concurrency} must not exceed "
                 f"lambda_reserved_concurrency={self.lambda_reserved_concurrency}."
             )
         if self.lambda_provisioned_autoscaling:
-            if self.lambda_provisioned_concurrency < 1:
-                p.append(
-                    "lambda_provisioned_concurrency=0 must be at least 1 when lambda_provisioned_autoscaling=true "
-                    "(it is the autoscaling minimum)."
-                )
-            if not (
-                self.lambda_provisioned_concurrency <= self.lambda_provisioned_max <= self.lambda_reserved_concurrency
-            ):
-                p.append(
-                    f"lambda_provisioned_max={self.lambda_provisioned_max} must lie between "
-                    f"lambda_provisioned_concurrency={self.lambda_provisioned_concurrency} and "
-                    f"lambda_reserved_concurrency={self.lambda_reserved_concurrency}."
-                )
+            self._provisioned_autoscaling_problems(check)
         check.open_interval("lambda_provisioned_utilization_target", 0.0, 1.0)
         check.between("lambda_max_image_mb", 1, 4)
         check.between("lambda_fetch_timeout_seconds", 1, 60)
+        check.between("lambda_endpoint_timeout_seconds", 1, 60)
+        check.between("lambda_endpoint_max_attempts", 1, 5)
         if self.lambda_fetch_timeout_seconds >= self.lambda_timeout_seconds:
-            p.append(
+            check.problems.append(
                 f"lambda_fetch_timeout_seconds={self.lambda_fetch_timeout_seconds} must be below "
                 f"lambda_timeout_seconds={self.lambda_timeout_seconds}, or the Lambda times out before the fetch."
             )
-        check.between("lambda_endpoint_timeout_seconds", 1, 60)
-        check.between("lambda_endpoint_max_attempts", 1, 5)
-        if self.lambda_fetch_timeout_seconds < self.lambda_timeout_seconds and (
-            self.lambda_worst_case_seconds > self.lambda_timeout_seconds
-        ):
-            p.append(
+        elif self.lambda_worst_case_seconds > self.lambda_timeout_seconds:
+            check.problems.append(
                 f"lambda_fetch_timeout_seconds={self.lambda_fetch_timeout_seconds} plus "
                 f"lambda_endpoint_max_attempts={self.lambda_endpoint_max_attempts} calls of "
                 f"lambda_endpoint_timeout_seconds={self.lambda_endpoint_timeout_seconds} and their retry back-off "
@@ -419,28 +463,40 @@ class Settings:
                 f"{self.lambda_timeout_seconds}: lower one of them or raise lambda_timeout_seconds, so that the "
                 "Lambda answers 504 itself instead of timing out."
             )
-        return p
 
-    def _check_torch_not_newer_than_serving(self, p: list[str]) -> None:
+    def _provisioned_autoscaling_problems(self, check: _Checker) -> None:
+        if self.lambda_provisioned_concurrency < 1:
+            check.problems.append(
+                "lambda_provisioned_concurrency=0 must be at least 1 when lambda_provisioned_autoscaling=true "
+                "(it is the autoscaling minimum)."
+            )
+        if not self.lambda_provisioned_concurrency <= self.lambda_provisioned_max <= self.lambda_reserved_concurrency:
+            check.problems.append(
+                f"lambda_provisioned_max={self.lambda_provisioned_max} must lie between "
+                f"lambda_provisioned_concurrency={self.lambda_provisioned_concurrency} and "
+                f"lambda_reserved_concurrency={self.lambda_reserved_concurrency}."
+            )
+
+    def _check_torch_not_newer_than_serving(self, check: _Checker) -> None:
         """A model saved by a newer torch is not guaranteed to load under the endpoint's older torch."""
-        if self.inference_framework_version not in framework_versions("inference"):
-            return  # already reported
         serving = torch_minor(self.inference_framework_version)
+        if serving is None:
+            check.fail("inference_framework_version", "a PyTorch version such as 2.6.0")
+            return
         serving_text = f"{serving[0]}.{serving[1]}"
         inference = f"inference_framework_version={_show(self.inference_framework_version)}"
-        training_version = self.training_framework_version
-        if training_version in framework_versions("training") and torch_minor(training_version) > serving:
-            writer = torch_minor(training_version)
-            example = newest_version("training", serving)
-            p.append(
-                f"training_framework_version={_show(training_version)} must not be newer than {inference} "
-                f"(major.minor): a model saved by torch {writer[0]}.{writer[1]} may not load under the endpoint's "
-                f"torch {serving_text}. Accepted is a training container version of {serving_text} or older"
-                + (f", such as {example}." if example else ".")
+        writer = torch_minor(self.training_framework_version)
+        if writer is None:
+            check.fail("training_framework_version", "a PyTorch version such as 2.6.0")
+        elif writer > serving:
+            check.problems.append(
+                f"training_framework_version={_show(self.training_framework_version)} must not be newer than "
+                f"{inference} (major.minor): a model saved by torch {writer[0]}.{writer[1]} may not load under the "
+                f"endpoint's torch {serving_text}. Accepted is a training container version of {serving_text} or older."
             )
         ami_torch = dlami_torch_minor(self.ec2_training_ami_parameter)
         if ami_torch is not None and ami_torch > serving:
-            p.append(
+            check.problems.append(
                 f"ec2_training_ami_parameter={_show(self.ec2_training_ami_parameter)} names PyTorch "
                 f"{ami_torch[0]}.{ami_torch[1]}, which must not be newer than {inference} (major.minor): a model "
                 f"saved by torch {ami_torch[0]}.{ami_torch[1]} may not load under the endpoint's torch "
@@ -450,8 +506,12 @@ class Settings:
 
     # --- derived values stacks use -------------------------------------------------------------
 
+    @property
+    def names(self) -> Names:
+        return Names(project=self.project_name, endpoint=self.endpoint_name)
+
     def stack_name(self, part: str) -> str:
-        return f"{self.project_name}-{part}"
+        return self.names.stack(part)
 
     @property
     def lambda_worst_case_seconds(self) -> int:
@@ -464,56 +524,58 @@ class Settings:
             + backoff
         )
 
-    @property
-    def log_retention(self) -> logs.RetentionDays:
-        return logs.RetentionDays[_RETENTION_NAMES[self.log_retention_days]]
-
 
 class _Checker:
     """Small helpers that append one sentence per problem."""
 
-    def __init__(self, settings: Settings, problems: list[str]):
+    def __init__(self, settings: Settings):
         self.s = settings
-        self.p = problems
+        self.problems: list[str] = []
 
     def _value(self, key: str):
         return getattr(self.s, key)
 
-    def _fail(self, key: str, accepted: str) -> None:
-        self.p.append(f"{key}={_show(self._value(key))}: accepted is {accepted}.")
+    def fail(self, key: str, accepted: str) -> None:
+        self.problems.append(f"{key}={_show(self._value(key))}: accepted is {accepted}.")
 
     def pattern(self, key: str, regex: re.Pattern[str], accepted: str) -> None:
         if not regex.match(self._value(key)):
-            self._fail(key, accepted)
+            self.fail(key, accepted)
 
     def one_of(self, key: str, allowed: tuple) -> None:
         if self._value(key) not in allowed:
-            self._fail(key, "one of " + ", ".join(str(a) for a in allowed))
+            self.fail(key, "one of " + ", ".join(str(a) for a in allowed))
 
     def at_least(self, key: str, low: int) -> None:
         if self._value(key) < low:
-            self._fail(key, f"a whole number of at least {low}")
+            self.fail(key, f"a whole number of at least {low}")
 
     def between(self, key: str, low: int, high: int) -> None:
         if not low <= self._value(key) <= high:
-            self._fail(key, f"a whole number from {low} to {high}")
+            self.fail(key, f"a whole number from {low} to {high}")
 
     def open_interval(self, key: str, low: float, high: float) -> None:
         if not low < self._value(key) < high:
-            self._fail(key, f"a number above {low} and below {high}")
+            self.fail(key, f"a number above {low} and below {high}")
 
     def closed_interval(self, key: str, low: float, high: float) -> None:
         if not low <= self._value(key) <= high:
-            self._fail(key, f"a number from {low} to {high}")
+            self.fail(key, f"a number from {low} to {high}")
+
+    def hyperparameter(self, key: str, name: str) -> None:
+        """The value train.py accepts for its hyperparameter ``name`` (training/hyperparameters.py)."""
+        kind = training_hyperparameters().HYPERPARAMETERS[name].kind
+        if not kind.accepts(self._value(key)):
+            self.fail(key, kind.accepted)
 
     def cidr(self, key: str) -> None:
         try:
             net = ipaddress.IPv4Network(self._value(key), strict=True)
         except ValueError:
-            self._fail(key, "an IPv4 network in CIDR notation, such as 10.42.0.0/16")
+            self.fail(key, "an IPv4 network in CIDR notation, such as 10.42.0.0/16")
             return
         if not 16 <= net.prefixlen <= 22 or not net.is_private:
-            self._fail(key, "a private IPv4 network from /16 to /22, such as 10.42.0.0/16")
+            self.fail(key, "a private IPv4 network from /16 to /22, such as 10.42.0.0/16")
 
     def instance_type(self, key: str) -> None:
         value = self._value(key)
@@ -524,15 +586,10 @@ class _Checker:
         example = member.example if member.example in accepted else accepted[0]
         close = difflib.get_close_matches(value.strip().lower(), accepted, n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
-        self.p.append(
+        self.problems.append(
             f"{key}={_show(value)}: accepted is {member.kind} such as {example} "
             f"(botocore {_botocore_version()}'s list has {len(accepted)}).{hint}"
         )
-
-    def framework_version(self, key: str, scope: str) -> None:
-        versions = framework_versions(scope)
-        if self._value(key) not in versions:
-            self._fail(key, f"a PyTorch {scope} container version known to sagemaker-core: " + ", ".join(versions))
 
 
 # --- parsing ---------------------------------------------------------------------------------------
@@ -552,11 +609,6 @@ def _is_settings_key(key: str) -> bool:
     # CDK's own context keys (feature flags, aws:cdk:*, acknowledged-issue-numbers) all contain
     # '@', ':' or '-'; the settings are plain snake_case.
     return re.fullmatch(r"[a-z][a-z0-9_]*", key) is not None
-
-
-def _context_settings_keys(scope: Construct) -> list[str]:
-    """The settings-like keys of the app's context (cdk.json, cdk.context.json and -c values)."""
-    return [k for k in scope.node.get_all_context() if _is_settings_key(k)]
 
 
 def _unknown_key_message(key: str) -> str:

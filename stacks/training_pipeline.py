@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from stacks.contract import HYPERPARAMETERS
+from stacks.contract import training_hyperparameters
 from stacks.instances import LOCAL_STORAGE_PATTERN
-from stacks.settings import BACKBONES, TRAINABLE, Settings, instance_types
+from stacks.settings import Settings, instance_types
 
 # What the execution input may carry; anything else is refused before a job starts.
 INPUT_FIELDS = ("tune", "instance_count", "instance_type", "epochs", "use_spot", "hyperparameters")
-TUNED = ("learning_rate", "batch_size")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
+TRAIN = training_hyperparameters()
+HYPERPARAMETERS = TRAIN.PIPELINE_HYPERPARAMETERS
 MAX_INSTANCE_COUNT = 20
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 # Job names: <prefix (12)>-hpo-<run ID>-<attempt ID> must fit the tuning job name limit of 32 characters.
@@ -67,11 +67,6 @@ class PipelineResources:
 def training_instance_types() -> tuple[str, ...]:
     """What CreateTrainingJob accepts as an instance type, from botocore's SageMaker service model."""
     return instance_types("training_instance_type")
-
-
-def job_name_prefix(settings: Settings) -> str:
-    """At most 12 characters, so '<prefix>-hpo-<run>-<attempt>' fits the tuning job name limit of 32."""
-    return settings.project_name[:12].rstrip("-")
 
 
 def _js(value: object) -> str:
@@ -522,6 +517,10 @@ def _sdk_retry() -> list[dict]:
 
 def _input_problems_expression() -> str:
     """A JSONata expression giving one sentence per problem with the execution input (empty if none)."""
+    epochs = _check(TRAIN.HYPERPARAMETERS["epochs"], "$in", "epochs")
+    hyperparameters = "\n    ".join(
+        _check(TRAIN.HYPERPARAMETERS[name], "$hp", f"hyperparameters.{name}") for name in HYPERPARAMETERS
+    )
     return f"""(
   $in := $states.input;
   $fields := {_js(list(INPUT_FIELDS))};
@@ -542,40 +541,39 @@ def _input_problems_expression() -> str:
     $has($in, 'instance_type') and $not($isOneOf($in.instance_type, {_js(list(training_instance_types()))}))
       ? 'instance_type must be a SageMaker training instance type such as ml.g4dn.xlarge (one of the '
         & '{len(training_instance_types())} in the SageMaker API the stack was built with).' : undefined,
-    $has($in, 'epochs') and $not($isInt($in.epochs, 1, 1000))
-      ? 'epochs must be a whole number from 1 to 1000.' : undefined,
+    {epochs}
     $has($in, 'use_spot') and $type($in.use_spot) != 'boolean' ? 'use_spot must be true or false.' : undefined,
     $has($in, 'hyperparameters') and $type($in.hyperparameters) != 'object'
       ? 'hyperparameters must be an object, for example {{"backbone": "resnet34"}}.' : undefined,
     $count($unknownHp) > 0
       ? 'Unknown hyperparameter(s) ' & $join($unknownHp, ', ') & '; accepted: ' & $join($hpFields, ', ') & '.'
       : undefined,
-    $has($hp, 'learning_rate')
-      and $not($type($hp.learning_rate) = 'number' ? ($hp.learning_rate > 0 and $hp.learning_rate < 1) : false)
-      ? 'hyperparameters.learning_rate must be a number above 0 and below 1.' : undefined,
-    $has($hp, 'batch_size') and $not($isInt($hp.batch_size, 1, 4096))
-      ? 'hyperparameters.batch_size must be a whole number from 1 to 4096.' : undefined,
-    $has($hp, 'backbone') and $not($isOneOf($hp.backbone, {_js(list(BACKBONES))}))
-      ? 'hyperparameters.backbone must be one of {", ".join(BACKBONES)}.' : undefined,
-    $has($hp, 'trainable') and $not($isOneOf($hp.trainable, {_js(list(TRAINABLE))}))
-      ? 'hyperparameters.trainable must be one of {", ".join(TRAINABLE)}.' : undefined,
-    $has($hp, 'patience') and $not($isInt($hp.patience, 1, 1000))
-      ? 'hyperparameters.patience must be a whole number from 1 to 1000.' : undefined,
-    $has($hp, 'seed') and $not($isInt($hp.seed, 0, 2147483647))
-      ? 'hyperparameters.seed must be a whole number from 0 to 2147483647.' : undefined,
-    $has($hp, 'image_size') and $not($isInt($hp.image_size, 32, 1024))
-      ? 'hyperparameters.image_size must be a whole number from 32 to 1024.' : undefined,
-    $has($hp, 'amp') and $not($isOneOf($hp.amp, {_js(list(AMP_MODES))}))
-      ? 'hyperparameters.amp must be one of {", ".join(AMP_MODES)}.' : undefined,
-    $has($hp, 'channels_last') and $type($hp.channels_last) != 'boolean'
-      ? 'hyperparameters.channels_last must be true or false.' : undefined,
-    $has($hp, 'augment') and $not($type($hp.augment) = 'boolean' or $hp.augment = 'auto')
-      ? 'hyperparameters.augment must be true, false or "auto".' : undefined,
+    {hyperparameters}
     $tune and ($has($hp, 'learning_rate') or $has($hp, 'batch_size'))
       ? 'learning_rate and batch_size are chosen by tuning when tune is true; set "tune": false to fix them.'
       : undefined
   ]
 )"""
+
+
+def _check(hyperparameter, source: str, label: str) -> str:
+    """One line of the input checks: the JSONata test of what train.py accepts for ``hyperparameter``."""
+    kind, name = hyperparameter.kind, hyperparameter.name
+    value = f"{source}.{name}"
+    if isinstance(kind, TRAIN.WholeNumber):
+        valid = f"$isInt({value}, {kind.low}, {kind.high})"
+    elif isinstance(kind, TRAIN.OpenInterval):
+        valid = f"($type({value}) = 'number' ? ({value} > {_js(kind.low)} and {value} < {_js(kind.high)}) : false)"
+    elif isinstance(kind, TRAIN.OneOf):
+        valid = f"$isOneOf({value}, {_js(list(kind.values))})"
+    elif isinstance(kind, TRAIN.TrueFalse):
+        valid = f"$type({value}) = 'boolean'"
+    elif isinstance(kind, TRAIN.TrueFalseAuto):
+        valid = f"($type({value}) = 'boolean' or {value} = 'auto')"
+    else:  # pragma: no cover - a new kind in training/hyperparameters.py needs its test here
+        raise TypeError(f"no JSONata check for {kind!r}")
+    message = f"{label} must be {kind.accepted}.".replace("\\", "\\\\").replace("'", "\\'")
+    return f"$has({source}, '{name}') and $not({valid})\n      ? '{message}' : undefined,"
 
 
 def _run_expression() -> str:
@@ -594,7 +592,7 @@ def _run_expression() -> str:
   $tune := $pick('tune');
   $given := 'hyperparameters' in $keys($in) ? $in.hyperparameters : {{}};
   $all := $merge([$d.hyperparameters, {{'epochs': $pick('epochs')}}, $given]);
-  $hp := $tune ? $sift($all, function($v, $k) {{ $not($k in {_js(list(TUNED))}) }}) : $all;
+  $hp := $tune ? $sift($all, function($v, $k) {{ $not($k in {_js(list(TRAIN.TUNED))}) }}) : $all;
   $runId := $substring($hash($states.context.Execution.Id, 'SHA-256'), 0, {RUN_ID_LENGTH});
   {{
     'tune': $tune,

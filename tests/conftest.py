@@ -5,6 +5,9 @@ import pytest
 from stacks.settings import Settings, defaults
 from tests.synth import Assembly, synthesize
 
+# The loopback SageMaker runtime with a fake model (tests/lambda_src and tests/local use it).
+pytest_plugins = ["tests.fake_runtime"]
+
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:

@@ -53,7 +53,7 @@ def make_app(outdir: Path, **overrides: Any) -> cdk.App:
 def synthesize(outdir: Path, **overrides: Any) -> Assembly:
     """Build and synthesize the whole app; raises RuntimeError(ValidationFailed) on a cdk-nag finding."""
     app = make_app(outdir, **overrides)
-    settings = Settings.from_app(app)
+    settings = Settings.from_context(app.node.get_all_context())
     stacks = build(app, settings)
     app.synth()
     return Assembly(directory=outdir, settings=settings, stacks=stacks)

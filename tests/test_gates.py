@@ -29,7 +29,7 @@ def test_nag_gate_fails_the_synth_on_a_non_compliant_resource(tmp_path):
     from stacks.settings import Settings
 
     app = make_app(tmp_path)
-    stacks = build(app, Settings.from_app(app))
+    stacks = build(app, Settings.from_context(app.node.get_all_context()))
     s3.Bucket(stacks.foundation, "Careless")  # no TLS-only policy, no access logs
     with pytest.raises(RuntimeError, match="ValidationFailed"):
         app.synth()

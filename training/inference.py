@@ -1,61 +1,9 @@
 """Serving the dog-breed classifier: the four functions the SageMaker PyTorch inference container calls.
 
-Packaging
----------
-SageMaker extracts ``model.tar.gz`` into ``/opt/ml/model``. At its root are the artifact files that
-``train.py`` writes (``model.pth``, ``classes.json``, ``model_config.json``; see ``model.py``) and,
-under ``code/``, this folder (``inference.py``, ``model.py``, ``images.py``). The container's
-toolkit (sagemaker-pytorch-inference 2.x) starts TorchServe with ``/opt/ml/model/code`` on
-``PYTHONPATH`` and imports the module named by ``SAGEMAKER_PROGRAM=inference.py`` from there. It
-neither reads ``SAGEMAKER_SUBMIT_DIRECTORY`` nor downloads code (and the endpoint is network-isolated),
-so the code must travel inside ``model.tar.gz``; the model sets
-``SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/model/code`` only for tools that read it.
-
-Requests
---------
-- ``image/jpeg``, ``image/png``, ``application/x-image``: the body is one image (JPEG, PNG, WebP, GIF,
-  BMP or TIFF, whatever the content type says).
-- ``application/json``: ``{"image_base64": "<base64>"}`` for one image, or
-  ``{"images_base64": ["<base64>", ...]}`` for a batch of up to ``MAX_BATCH``; either may carry
-  ``"top_k"``. Other keys are ignored, except ``url``: the endpoint never fetches URLs (the Lambda
-  function does, and sends the bytes).
-- Predictions per image: ``top_k`` from the JSON body, else from the ``CustomAttributes`` of
-  InvokeEndpoint (header ``X-Amzn-SageMaker-Custom-Attributes``, ``key=value`` pairs separated by ``,``
-  or ``;``, for example ``top_k=3``; other keys are ignored), else ``$TOP_K``, else 5; at most the
-  number of classes.
-
-Responses (``Accept`` missing, ``*/*`` or ``application/json``)
-----------------------------------------------------------------
-``{"predictions": [{"label": "Carolina dog", "index": 42, "probability": 0.912345}, ...],
-"model": {"backbone": "resnet50", "num_classes": 133, "version": "<sha256 of model.pth, 12 hex>"}}``,
-most probable first (softmax probabilities, 6 decimals). A batch answers ``"predictions": [[...], ...]``,
-one list per image, in request order.
-
-Errors
-------
-A ``GenericInferenceToolkitError``, which the toolkit turns into that HTTP status with the reason
-phrase set to the message and the body ``"<message>\\n<Python traceback>"`` (so clients should show
-only the first line): 415 for an unsupported content type or accept type, 400 for a malformed
-request (empty, not JSON, not base64, not a readable image, a bad ``top_k``), 413 for too many
-bytes, pixels or images. Anything else is a bug or an outage and becomes a 500 from the toolkit,
-its message ``str(exception)``.
-
-Environment (read once per worker process)
-------------------------------------------
-``TOP_K`` (default 5), ``MAX_IMAGE_BYTES`` per image (default 6 MiB, the InvokeEndpoint payload
-limit), ``MAX_PIXELS`` per image, width x height, checked on the header before any pixel is decoded
-(default 40 million; PIL's own decompression-bomb limit of about 89 million stays in force above it),
-``MAX_BATCH`` images per request (default 16), ``INFERENCE_AMP`` the autocast precision on a GPU (``auto``,
-the default: bf16 on GPUs of compute capability 8.0 or newer, else fp16; ``bf16``, ``fp16`` or ``off``;
-a CPU always computes in fp32).
-
-Speed
------
-Measured by ``benchmarks/bench_inference.py`` (figures in ``docs/benchmarks.md``): a large JPEG is decoded
-at a reduced scale (``decode``); the resize, center crop and normalization run on the decoded uint8
-tensor (``preprocess``, within one level of 255 of ``model.eval_transform``); the network runs in
-inference mode, in channels-last memory format (on CPUs too) and, on a GPU, under autocast; ``model_fn``
-runs one forward pass so that the first request does not pay for initialization.
+``model_fn`` loads the artifact train.py wrote (model.py), ``input_fn`` parses a request into images,
+``predict_fn`` runs the network, ``output_fn`` answers JSON; bad requests raise the toolkit's
+``GenericInferenceToolkitError`` with a 400, 413 or 415. The contract (packaging, request and response
+shapes, errors, environment variables, the speed-ups): docs/training.md.
 """
 
 from __future__ import annotations
@@ -78,13 +26,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from hyperparameters import AMP_MODES
 from images import upright_rgb
 from PIL import Image, UnidentifiedImageError
 from sagemaker_inference.errors import GenericInferenceToolkitError
 from torch import nn
 from torchvision.transforms.v2 import functional as tvf
 
-from model import AMP_MODES, DECODE_MARGIN, MODEL_FILE, ModelConfig, gpu_autocast_dtype, load_artifact, readable_label
+from model import DECODE_MARGIN, MODEL_FILE, ModelConfig, gpu_autocast_dtype, load_artifact, readable_label
 
 log = logging.getLogger(__name__)
 

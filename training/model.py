@@ -1,16 +1,8 @@
 """The network and the model artifact, shared by train.py and inference.py.
 
-The artifact is what ``train.py`` writes to the model directory (SageMaker tars it into
-``model.tar.gz``) and all that ``inference.py`` needs, with no network access:
-
-    model.pth          state dict of the unwrapped network (backbone + head)
-    classes.json       the class folder names, in the order of the output indices
-    model_config.json  backbone, number of classes, image sizes and normalization (ModelConfig)
-    code/              the serving code (SERVING_FILES), where the inference container looks for it
-
-The serving code travels inside the artifact because a network-isolated endpoint cannot download a
-code package, and the SageMaker PyTorch inference toolkit imports ``SAGEMAKER_PROGRAM`` from
-``/opt/ml/model/code`` only (the SageMaker SDK repacks models into this same layout).
+``save_artifact`` and ``save_serving_code`` write the model folder that SageMaker tars into ``model.tar.gz``;
+``load_artifact`` rebuilds the network from it with no network access. The artifact's layout, and why the
+serving code travels inside it: docs/training.md.
 """
 
 from __future__ import annotations
@@ -22,6 +14,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import hyperparameters
 import torch
 from torch import nn
 from torchvision import models, transforms
@@ -32,7 +25,7 @@ CONFIG_FILE = "model_config.json"
 ARTIFACT_FILES = (MODEL_FILE, CLASSES_FILE, CONFIG_FILE)
 SERVING_CODE_DIR = "code"
 # What inference.py imports from this folder, and itself: nothing of the training side ships to endpoints.
-SERVING_FILES = ("inference.py", "model.py", "images.py")
+SERVING_FILES = ("inference.py", "model.py", "images.py", "hyperparameters.py")
 CODE_SOURCE = Path(__file__).resolve().parent
 MODEL_DIR_ENTRIES = (*ARTIFACT_FILES, SERVING_CODE_DIR)  # what train.py leaves in the model directory
 
@@ -40,16 +33,15 @@ MODEL_DIR_ENTRIES = (*ARTIFACT_FILES, SERVING_CODE_DIR)  # what train.py leaves 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# backbone -> (constructor, pretrained weights enum member)
-BACKBONES = {
+# torchvision's constructor and ImageNet weights (pinned, not DEFAULT, which may change) of each ResNet.
+_RESNETS = {
     "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
     "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1),
     "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V2),
     "resnet101": (models.resnet101, models.ResNet101_Weights.IMAGENET1K_V2),
 }
-TRAINABLE = ("head", "last_block", "all")
-# Mixed precision: train.py's --amp and inference.py's INFERENCE_AMP.
-AMP_MODES = ("auto", "bf16", "fp16", "off")
+# backbone -> (constructor, pretrained weights enum member), for exactly the backbones train.py accepts.
+BACKBONES = {name: _RESNETS[name] for name in hyperparameters.BACKBONES}
 # RandomResizedCrop's ranges (torchvision's defaults, stated here because decode_size depends on them).
 TRAIN_CROP_SCALE = (0.08, 1.0)
 TRAIN_CROP_RATIO = (3 / 4, 4 / 3)
@@ -96,7 +88,7 @@ class ModelConfig:
 
 
 def gpu_autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``mode`` (one of ``AMP_MODES``) on the CUDA ``device``; None: full precision.
+    """The autocast dtype for ``mode`` (one of ``hyperparameters.AMP_MODES``) on the CUDA ``device``; None: fp32.
 
     ``auto`` is bf16 where the GPU computes it natively (compute capability 8.0 or newer: A10G, L4, A100,
     H100), else fp16 (T4, V100). ``bf16`` on an older GPU raises ValueError("bf16 needs ..."), which the
@@ -172,8 +164,8 @@ def set_trainable(model: nn.Module, trainable: str) -> list[nn.Parameter]:
 
     ``head``: only ``fc``; ``last_block``: ``layer4`` and ``fc``; ``all``: everything.
     """
-    if trainable not in TRAINABLE:
-        raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {trainable!r}")
+    if trainable not in hyperparameters.TRAINABLE:
+        raise ValueError(f"trainable must be one of {', '.join(hyperparameters.TRAINABLE)}, got {trainable!r}")
     train_prefixes = {"head": ("fc.",), "last_block": ("layer4.", "fc."), "all": ("",)}[trainable]
     params = []
     for name, param in model.named_parameters():

@@ -4,40 +4,9 @@
     torchrun --nproc-per-node 4 train.py --data-dir dogImages              # data parallel (DDP)
 
 On SageMaker the training toolkit runs it (under torchrun on every host when the hyperparameter
-``sagemaker_torch_distributed_enabled`` is true); hyperparameters arrive as ``--name value`` and the
-paths default to the SageMaker environment (``SM_CHANNEL_*``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``).
-
-Writes (rank 0 only):
-
-    <model-dir>/       model.pth, classes.json, model_config.json (model.save_artifact) and code/, the
-                       serving code (model.save_serving_code): SageMaker tars this folder into model.tar.gz
-    <output-dir>/      metrics.json (per-epoch history, best epoch, test metrics) and curves.png
-    <checkpoint-dir>/  checkpoint.pth, replaced after every epoch; a restarted job resumes from it
-
-Metric lines come from metrics.metric_line, one per epoch, then the best epoch's valid loss
-(the job's tuning objective) and the test metrics of the best epoch's weights:
-
-    epoch=3; train_loss=0.81; train_accuracy=0.72; valid_loss=0.9; valid_accuracy=0.69; epoch_seconds=...
-    valid_loss=0.9; valid_accuracy=0.69;
-    test_loss=0.93; test_accuracy=0.68;
-
-The checkpoint is one dict (model, optimizer, lr_scheduler, scaler, epoch, args, class_names, history,
-best_epoch, best_model, finished), written by rank 0 and loaded by every rank at start: a job restarted
-after an interruption (managed spot training) goes on with the next epoch, and one that had finished
-only evaluates and writes its outputs again.
-
-Head-only fine-tuning (``--trainable head``) runs the frozen backbone in eval mode (its BatchNorm
-statistics stay those of the pretrained weights) and, by default (``--cache-features auto``), computes
-the backbone's features of each training and validation image once, in the first epoch of the process,
-then trains the head on them: every later epoch costs a fraction of the first, which makes tuning trials
-cheap. The training images are then seen without augmentation (resize and center crop, as in
-evaluation); ``--augment true`` keeps augmentation and computes the features every epoch. With DDP each
-rank caches the features of its own shard and the head's gradients are averaged over the ranks; a
-resumed run computes the features again. The artifact is the full model (backbone and trained head).
-
-Expected failures (bad data set, missing weights, a checkpoint of another run) exit with status 1
-and one line on stderr, also written to SageMaker's failure file so that the job's FailureReason
-says what went wrong. ``--stop-after-epoch`` (for tests) ends a run like an interruption, status 75.
+``sagemaker_torch_distributed_enabled`` is true). ``python train.py --help`` lists the options; the
+hyperparameters' values and defaults come from hyperparameters.py. What it reads and writes (outputs,
+checkpoint, metric lines, exit status) and how head-only fine-tuning caches features: docs/training.md.
 """
 
 from __future__ import annotations
@@ -52,21 +21,20 @@ import os
 import sys
 import time
 from collections.abc import Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.distributed as dist
 from data import SPLITS, DataSetError, ShardSampler, check_layout, load_split
+from hyperparameters import HYPERPARAMETERS, Hyperparameter, TrueFalseAuto
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from metrics import metric_line
 from model import (
-    AMP_MODES,
-    BACKBONES,
-    TRAINABLE,
     ModelConfig,
     PretrainedWeightsError,
     backbone_and_head,
@@ -104,6 +72,14 @@ RUN_DEFINING_ARGS = (
     "augment",
     "cache_features",
 )
+# The --help group of the hyperparameters (hyperparameters.py) that are not in "training".
+HYPERPARAMETER_GROUPS = {
+    "backbone": "model",
+    "trainable": "model",
+    "image_size": "model",
+    "amp": "speed",
+    "channels_last": "speed",
+}
 
 log = logging.getLogger("train")
 # Lines every rank writes (its shard, its final weights); `log` writes on rank 0 only.
@@ -118,30 +94,7 @@ class RunStopped(TrainingError):
     """The run ended after the epoch --stop-after-epoch names, as an interrupted job would."""
 
 
-def str2bool(text: str) -> bool:
-    """``true``/``false`` in any case (SageMaker's toolkit turns JSON ``true`` into ``True``), ``1``/``0``."""
-    value = text.strip().lower()
-    if value not in ("true", "false", "1", "0"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return value in ("true", "1")
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
-
-
-def auto_bool(text: str) -> str:
-    """``auto``, ``true`` or ``false`` (any case; ``1`` and ``0`` too), as the lower-case word."""
-    value = text.strip().lower()
-    if value == "auto":
-        return value
-    try:
-        return "true" if str2bool(value) else "false"
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected auto, true or false, got {text!r}") from None
+# --- options ----------------------------------------------------------------------------------------------------------
 
 
 def workers_count(text: str) -> int:
@@ -152,13 +105,86 @@ def workers_count(text: str) -> int:
     return value
 
 
+def add_hyperparameter(group: argparse._ArgumentGroup, hyperparameter: Hyperparameter) -> None:
+    """``--name-with-dashes`` and ``--name_with_underscores`` (as the SageMaker toolkit passes it), with the
+    type, default and help of ``hyperparameter``: what it accepts is defined once, in hyperparameters.py."""
+    spellings = dict.fromkeys([hyperparameter.flag, f"--{hyperparameter.name}"])
+    default = hyperparameter.default
+    shown = str(default).lower() if isinstance(default, bool) else default
+    description = f"{hyperparameter.help} ({hyperparameter.kind.accepted}; default: {shown})"
+    group.add_argument(
+        *spellings,
+        dest=hyperparameter.name,
+        type=hyperparameter.kind.parse,
+        default=default,
+        help=description.replace("%", "%%"),
+    )
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    env = os.environ
     parser = argparse.ArgumentParser(
+        prog="train.py",
         description="Train the dog-breed classifier (one process, or one per GPU under torchrun).",
         allow_abbrev=False,
     )
-    paths = parser.add_argument_group("data and outputs")
+    groups = {name: parser.add_argument_group(name) for name in ("data and outputs", "model", "training", "speed")}
+    add_path_arguments(groups["data and outputs"])
+    for hyperparameter in HYPERPARAMETERS.values():
+        add_hyperparameter(groups[HYPERPARAMETER_GROUPS.get(hyperparameter.name, "training")], hyperparameter)
+
+    network = groups["model"]
+    network.add_argument(
+        "--pretrained",
+        type=str,
+        default="auto",
+        help="ImageNet weights for the backbone: auto (the 'pretrained' channel $SM_CHANNEL_PRETRAINED if "
+        "present, else download), download, none (random initialization), or a .pth file or a folder "
+        "holding one (default: auto)",
+    )
+    network.add_argument(
+        "--resize-size",
+        "--resize_size",
+        type=int,
+        default=None,
+        help="short side before the evaluation center crop (default: 8/7 of the image size, so 256 for 224)",
+    )
+    training = groups["training"]
+    training.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
+    training.add_argument(
+        "--weight-decay", "--weight_decay", type=float, default=1e-4, help="SGD weight decay (default: %(default)s)"
+    )
+    speed = groups["speed"]
+    speed.add_argument(
+        "--cache-features",
+        "--cache_features",
+        type=TrueFalseAuto().parse,
+        default="auto",
+        help="with --trainable head, compute the frozen backbone's features of each training and validation image "
+        "once (in the first epoch) and train the head on them, so that later epochs cost a fraction; the training "
+        "images are then not augmented. true, false, or auto: true for --trainable head unless --augment true "
+        "(default: auto)",
+    )
+    speed.add_argument(
+        "--workers",
+        type=workers_count,
+        default="auto",
+        help="DataLoader worker processes per training process; auto or -1: one less than this process's "
+        f"share of the CPUs, at most {MAX_AUTO_WORKERS}; pinned memory is used with CUDA (default: auto)",
+    )
+    parser.add_argument_group("testing").add_argument(
+        "--stop-after-epoch",
+        "--stop_after_epoch",
+        type=int,
+        default=0,
+        help="end the run after this epoch as an interrupted job would: checkpoint written, no artifact, "
+        f"exit status {EXIT_STOPPED}; running again resumes; for tests of resumption (default: 0, off)",
+    )
+    return parser
+
+
+def add_path_arguments(paths: argparse._ArgumentGroup) -> None:
+    """Where the data and the outputs are: SageMaker's folders by default (``SM_*`` variables)."""
+    env = os.environ
     paths.add_argument(
         "--data-dir",
         "--data_dir",
@@ -210,121 +236,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "beside $SM_MODEL_DIR, i.e. /opt/ml/checkpoints; else <output-dir>/checkpoints)",
     )
 
-    network = parser.add_argument_group("model")
-    network.add_argument(
-        "--backbone", type=str, choices=BACKBONES, default="resnet50", help="ResNet backbone (default: %(default)s)"
-    )
-    network.add_argument(
-        "--trainable",
-        type=str,
-        choices=TRAINABLE,
-        default="last_block",
-        help="what is fine-tuned: head (fc), last_block (layer4 and fc) or all (default: %(default)s)",
-    )
-    network.add_argument(
-        "--pretrained",
-        type=str,
-        default="auto",
-        help="ImageNet weights for the backbone: auto (the 'pretrained' channel $SM_CHANNEL_PRETRAINED if "
-        "present, else download), download, none (random initialization), or a .pth file or a folder "
-        "holding one (default: auto)",
-    )
-    network.add_argument(
-        "--image-size",
-        "--image_size",
-        type=int,
-        default=224,
-        help="training crop size in pixels (default: %(default)s)",
-    )
-    network.add_argument(
-        "--resize-size",
-        "--resize_size",
-        type=int,
-        default=None,
-        help="short side before the evaluation center crop (default: 8/7 of the image size, so 256 for 224)",
-    )
 
-    training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=positive_int, default=10, help="most epochs to train (default: %(default)s)")
-    training.add_argument(
-        "--batch-size",
-        "--batch_size",
-        type=positive_int,
-        default=64,
-        help="images per batch on each process; the global batch is this times the number of processes "
-        "(default: %(default)s)",
-    )
-    training.add_argument(
-        "--learning-rate",
-        "--learning_rate",
-        type=float,
-        default=0.01,
-        help="SGD learning rate at the start of the cosine schedule (default: %(default)s)",
-    )
-    training.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
-    training.add_argument(
-        "--weight-decay", "--weight_decay", type=float, default=1e-4, help="SGD weight decay (default: %(default)s)"
-    )
-    training.add_argument(
-        "--patience",
-        type=int,
-        default=3,
-        help="stop after this many epochs without a lower valid loss; 0 never stops early (default: %(default)s)",
-    )
-    training.add_argument(
-        "--seed", type=int, default=0, help="seed of initialization, data order and augmentation (default: %(default)s)"
-    )
-    training.add_argument(
-        "--augment",
-        type=auto_bool,
-        default="auto",
-        help="random resized crops and horizontal flips of the training images (else resize and center crop, "
-        "as in evaluation): true, false, or auto: true unless the features are cached (default: auto)",
-    )
-
-    speed = parser.add_argument_group("speed")
-    speed.add_argument(
-        "--amp",
-        type=str,
-        choices=AMP_MODES,
-        default="auto",
-        help="mixed precision: auto (bf16 on GPUs that support it, else fp16 with a gradient scaler; off on CPU), "
-        "bf16, fp16 or off (default: %(default)s)",
-    )
-    speed.add_argument(
-        "--channels-last",
-        "--channels_last",
-        type=str2bool,
-        default=True,
-        help="channels-last memory format for the network and its inputs, true or false (default: true)",
-    )
-    speed.add_argument(
-        "--cache-features",
-        "--cache_features",
-        type=auto_bool,
-        default="auto",
-        help="with --trainable head, compute the frozen backbone's features of each training and validation image "
-        "once (in the first epoch) and train the head on them, so that later epochs cost a fraction; the training "
-        "images are then not augmented. true, false, or auto: true for --trainable head unless --augment true "
-        "(default: auto)",
-    )
-    speed.add_argument(
-        "--workers",
-        type=workers_count,
-        default="auto",
-        help="DataLoader worker processes per training process; auto or -1: one less than this process's "
-        f"share of the CPUs, at most {MAX_AUTO_WORKERS}; pinned memory is used with CUDA (default: auto)",
-    )
-    testing = parser.add_argument_group("testing")
-    testing.add_argument(
-        "--stop-after-epoch",
-        "--stop_after_epoch",
-        type=int,
-        default=0,
-        help="end the run after this epoch as an interrupted job would: checkpoint written, no artifact, "
-        f"exit status {EXIT_STOPPED}; running again resumes; for tests of resumption (default: 0, off)",
-    )
-    return parser
+# --- processes, device, data ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -470,7 +383,7 @@ def make_samplers(
 ) -> dict[str, Sampler]:
     """This rank's shard of each split: for train, shuffled every epoch (the same order on every rank, so the
     shards are disjoint; the last ones padded to equal length) or, without ``shuffle_train``, the same shard
-    every epoch (for FeatureCache, which shuffles within it); for valid and test every sample exactly once."""
+    every epoch (for FeatureEpochs, which shuffles within it); for valid and test every sample exactly once."""
     return {
         "train": DistributedSampler(
             splits["train"], num_replicas=processes.world_size, rank=processes.rank, shuffle=shuffle_train, seed=seed
@@ -478,6 +391,72 @@ def make_samplers(
         "valid": ShardSampler(len(splits["valid"]), processes.rank, processes.world_size),
         "test": ShardSampler(len(splits["test"]), processes.rank, processes.world_size),
     }
+
+
+@dataclass(frozen=True)
+class Data:
+    """The checked data set: its classes, the network's input configuration and this rank's loaders."""
+
+    class_names: list[str]
+    config: ModelConfig
+    loaders: dict[str, DataLoader]
+
+
+def load_data(
+    args: argparse.Namespace, processes: Processes, runtime: Runtime, workers: int, *, augment: bool, cache: bool
+) -> Data:
+    """The splits, checked before anything is spent on them, and this rank's loader of each.
+
+    With ``cache`` (FeatureEpochs), the train shard is the same every epoch and is read once, whole.
+    """
+    roots = split_roots(args)
+    class_names = check_layout(roots)
+    try:
+        config = ModelConfig(
+            backbone=args.backbone,
+            num_classes=len(class_names),
+            image_size=args.image_size,
+            resize_size=args.resize_size or args.image_size * 8 // 7,
+        )
+    except ValueError as err:
+        raise TrainingError(str(err)) from err
+    transforms = {
+        "train": train_transform(config) if augment else eval_transform(config),
+        "valid": eval_transform(config),
+        "test": eval_transform(config),
+    }
+    # Large JPEGs are decoded at a reduced scale that the transform still reduces twice or more.
+    splits = {
+        split: load_split(
+            split, roots[split], transforms[split], decode_size(config, augment=augment and split == "train")
+        )
+        for split in SPLITS
+    }
+    samplers = make_samplers(splits, processes, args.seed, shuffle_train=not cache)
+    if len(samplers["train"]) < args.batch_size:
+        raise TrainingError(
+            f"each process gets {len(samplers['train'])} training images, fewer than --batch-size {args.batch_size}"
+        )
+    loaders = {
+        split: DataLoader(
+            splits[split],
+            batch_size=args.batch_size,
+            sampler=samplers[split],
+            num_workers=workers,
+            pin_memory=runtime.device.type == "cuda",
+            persistent_workers=workers > 0 and not cache,  # cached: train and valid are read once
+            # Full training batches: a batch of one image fails in BatchNorm. FeatureEpochs needs every image
+            # of the shard, and makes full batches itself.
+            drop_last=split == "train" and not cache,
+        )
+        for split in SPLITS
+    }
+    log.info("%d classes; %s images", len(class_names), ", ".join(f"{s} {len(splits[s])}" for s in SPLITS))
+    rank_log.info("this process's shard: %s images", ", ".join(f"{split} {len(samplers[split])}" for split in SPLITS))
+    return Data(class_names, config, loaders)
+
+
+# --- batches ----------------------------------------------------------------------------------------------------------
 
 
 def add_batch(sums: torch.Tensor, loss: torch.Tensor, output: torch.Tensor, targets: torch.Tensor) -> None:
@@ -544,6 +523,122 @@ def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module, runtime
     return sums
 
 
+# --- the run's state: what the checkpoint holds -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Training:
+    """The network (unwrapped) and how it learns: the loss, the optimizer, its schedule, the gradient scaler (fp16
+    only), and where and how batches run. The checkpoint holds its state and the ``Progress``."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    runtime: Runtime
+
+    def checkpoint(self, progress: Progress, args: argparse.Namespace, class_names: list[str]) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": progress.epoch,
+            "args": vars(args),
+            "class_names": class_names,
+            "history": progress.history,
+            "best_epoch": progress.best_epoch,
+            "best_model": progress.best_model,
+            "finished": progress.finished,
+        }
+
+    def resume(self, checkpoint: dict) -> Progress:
+        """Load the checkpoint (read with ``map_location="cpu"``) and return the progress it records."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        if self.scaler is not None and checkpoint["scaler"] is not None:
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        return Progress(
+            checkpoint["history"], checkpoint["best_epoch"], checkpoint["best_model"], checkpoint["finished"]
+        )
+
+
+@dataclass
+class Progress:
+    """The epochs so far: the history of their metrics, the best one and its weights, whether the run is over."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_model: dict[str, torch.Tensor] | None = None
+    finished: bool = False
+
+    @property
+    def epoch(self) -> int:
+        """The last epoch done (0 before the first)."""
+        return len(self.history)
+
+    @property
+    def stalled(self) -> int:
+        """Epochs since the best one."""
+        return self.epoch - self.best_epoch
+
+    @property
+    def best(self) -> dict:
+        return self.history[self.best_epoch - 1]
+
+    def add(self, row: dict, model: nn.Module, args: argparse.Namespace) -> None:
+        """Record an epoch's metrics (keeping ``model``'s weights if it is the best so far) and whether to stop."""
+        self.history.append(row)
+        if self.best_model is None or row["valid_loss"] < self.best["valid_loss"]:
+            self.best_epoch, self.best_model = row["epoch"], snapshot(model)
+        self.finished = self.epoch == args.epochs or (args.patience > 0 and self.stalled >= args.patience)
+
+
+# --- epochs: on the images, or on cached features ---------------------------------------------------------------------
+
+
+class Epochs(Protocol):
+    """One epoch of training, and the valid split's evaluation after it; each returns ``add_batch``'s sums.
+
+    ``ImageEpochs`` reads the images every epoch; ``FeatureEpochs`` (--cache-features) trains the head on the
+    frozen backbone's features, computed once. ``make_epochs`` chooses.
+    """
+
+    def train(self, epoch: int) -> torch.Tensor: ...
+
+    def evaluate(self) -> torch.Tensor: ...
+
+
+class ImageEpochs:
+    """Every epoch reads the images and runs the network; ``frozen``, a part of it that does not train (the
+    backbone with --trainable head), runs in eval mode, so its BatchNorm layers keep their running statistics."""
+
+    def __init__(
+        self, trained: nn.Module, loaders: dict[str, DataLoader], training: Training, frozen: nn.Module | None
+    ) -> None:
+        self.trained, self.loaders, self.training, self.frozen = trained, loaders, training, frozen
+
+    def train(self, epoch: int) -> torch.Tensor:
+        self.loaders["train"].sampler.set_epoch(epoch)
+        training = self.training
+        return train_one_epoch(
+            self.trained,
+            self.loaders["train"],
+            training.criterion,
+            training.optimizer,
+            training.runtime,
+            training.scaler,
+            self.frozen,
+        )
+
+    def evaluate(self) -> torch.Tensor:
+        model = self.training.model
+        sync_buffers(model)
+        return evaluate(model, self.loaders["valid"], self.training.criterion, self.training.runtime)
+
+
 @dataclass(frozen=True)
 class Features:
     """The frozen backbone's features of one split's images (this rank's shard) and their targets, on the device."""
@@ -552,7 +647,7 @@ class Features:
     targets: torch.Tensor
 
 
-class FeatureCache:
+class FeatureEpochs:
     """--cache-features: the head trains on the frozen backbone's features, computed once per image.
 
     The first call for a split runs the backbone (eval mode) over this rank's shard of it, un-augmented
@@ -562,9 +657,18 @@ class FeatureCache:
     """
 
     def __init__(
-        self, backbone: nn.Module, loaders: dict[str, DataLoader], runtime: Runtime, batch_size: int, seed: int
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        trained: nn.Module,
+        loaders: dict[str, DataLoader],
+        training: Training,
+        *,
+        batch_size: int,
+        seed: int,
     ) -> None:
-        self.backbone, self.loaders, self.runtime = backbone, loaders, runtime
+        self.backbone, self.head, self.trained, self.loaders = backbone, head, trained, loaders
+        self.training = training
         self.batch_size, self.seed = batch_size, seed
         self.splits: dict[str, Features] = {}
 
@@ -582,51 +686,66 @@ class FeatureCache:
 
     @torch.no_grad()
     def _extract(self, loader: DataLoader) -> Features:
+        runtime = self.training.runtime
         self.backbone.eval()
         features, targets = [], []
         for batch in loader:
-            images, labels = self.runtime.to_device(*batch)
-            with self.runtime.autocast():
+            images, labels = runtime.to_device(*batch)
+            with runtime.autocast():
                 features.append(self.backbone(images).float())
             targets.append(labels)
         return Features(torch.cat(features), torch.cat(targets))
 
-    def train_one_epoch(
-        self,
-        head: nn.Module,
-        criterion: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        epoch: int,
-        scaler: torch.amp.GradScaler | None = None,
-    ) -> torch.Tensor:
-        cached = self.features("train")
-        head.train()
+    def train(self, epoch: int) -> torch.Tensor:
+        cached, training = self.features("train"), self.training
+        self.trained.train()
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        order = torch.randperm(len(cached.targets), generator=generator).to(self.runtime.device)
-        sums = torch.zeros(3, dtype=torch.float64, device=self.runtime.device)
+        order = torch.randperm(len(cached.targets), generator=generator).to(training.runtime.device)
+        sums = torch.zeros(3, dtype=torch.float64, device=training.runtime.device)
         for start in range(0, len(order) - self.batch_size + 1, self.batch_size):  # full batches only
             batch = order[start : start + self.batch_size]
             targets = cached.targets[batch]
-            with self.runtime.autocast():
-                output = head(cached.features[batch])
-                loss = criterion(output, targets)
-            step(loss, optimizer, scaler)
+            with training.runtime.autocast():
+                output = self.trained(cached.features[batch])
+                loss = training.criterion(output, targets)
+            step(loss, training.optimizer, training.scaler)
             add_batch(sums, loss, output, targets)
         return sums
 
     @torch.inference_mode()
-    def evaluate(self, head: nn.Module, criterion: nn.Module) -> torch.Tensor:
-        cached = self.features("valid")
-        head.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.runtime.device)
+    def evaluate(self) -> torch.Tensor:
+        cached, runtime = self.features("valid"), self.training.runtime
+        self.head.eval()
+        sums = torch.zeros(3, dtype=torch.float64, device=runtime.device)
         for start in range(0, len(cached.targets), self.batch_size):
             features = cached.features[start : start + self.batch_size]
             targets = cached.targets[start : start + self.batch_size]
-            with self.runtime.autocast():
-                output = head(features)
-                loss = criterion(output, targets)
+            with runtime.autocast():
+                output = self.head(features)
+                loss = self.training.criterion(output, targets)
             add_batch(sums, loss, output, targets)
         return sums
+
+
+def make_epochs(args: argparse.Namespace, training: Training, loaders: dict[str, DataLoader], *, cache: bool) -> Epochs:
+    """The epochs of this run. Under torchrun, DDP wraps what trains (the model, or the head alone on cached
+    features) and averages its gradients over the ranks."""
+    model, device = training.model, training.runtime.device
+    backbone, head = backbone_and_head(model)
+    if cache:
+        sync_state(model)  # the backbone too, which the DDP-wrapped head does not cover
+        return FeatureEpochs(
+            backbone, head, distributed(head, device), loaders, training, batch_size=args.batch_size, seed=args.seed
+        )
+    frozen = backbone if args.trainable == "head" else None  # runs in eval mode: BatchNorm statistics kept
+    return ImageEpochs(distributed(model, device), loaders, training, frozen)
+
+
+def distributed(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` wrapped in DistributedDataParallel when this process is one of several, else itself."""
+    if not dist.is_initialized():
+        return module
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def sync_state(model: nn.Module) -> None:
@@ -654,6 +773,9 @@ def state_digest(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+# --- checkpoint, outputs ----------------------------------------------------------------------------------------------
 
 
 def load_checkpoint(directory: Path) -> dict | None:
@@ -750,6 +872,9 @@ def record_failure(message: str) -> None:
             failure.write(message)
 
 
+# --- the run ----------------------------------------------------------------------------------------------------------
+
+
 def main(args: argparse.Namespace) -> None:
     augment, cache_features = augmentation_and_caching(args)
     processes, device = init_distributed()
@@ -777,179 +902,124 @@ def main(args: argparse.Namespace) -> None:
     log.info("trainable %s; augmentation %s; cached features %s", args.trainable, augment, cache_features)
 
     # Data: checked before anything is spent on it.
-    roots = split_roots(args)
-    class_names = check_layout(roots)
-    try:
-        config = ModelConfig(
-            backbone=args.backbone,
-            num_classes=len(class_names),
-            image_size=args.image_size,
-            resize_size=args.resize_size or args.image_size * 8 // 7,
-        )
-    except ValueError as err:
-        raise TrainingError(str(err)) from err
-    transforms = {
-        "train": train_transform(config) if augment else eval_transform(config),
-        "valid": eval_transform(config),
-        "test": eval_transform(config),
-    }
-    # Large JPEGs are decoded at a reduced scale that the transform still reduces twice or more.
-    splits = {
-        split: load_split(
-            split, roots[split], transforms[split], decode_size(config, augment=augment and split == "train")
-        )
-        for split in SPLITS
-    }
-    samplers = make_samplers(splits, processes, args.seed, shuffle_train=not cache_features)
-    if len(samplers["train"]) < args.batch_size:
-        raise TrainingError(
-            f"each process gets {len(samplers['train'])} training images, fewer than --batch-size {args.batch_size}"
-        )
-    loaders = {
-        split: DataLoader(
-            splits[split],
-            batch_size=args.batch_size,
-            sampler=samplers[split],
-            num_workers=workers,
-            pin_memory=device.type == "cuda",
-            persistent_workers=workers > 0 and not cache_features,  # cached: train and valid are read once
-            # Full training batches: a batch of one image fails in BatchNorm. FeatureCache needs every image
-            # of the shard, and makes full batches itself.
-            drop_last=split == "train" and not cache_features,
-        )
-        for split in SPLITS
-    }
-    log.info("%d classes; %s images", len(class_names), ", ".join(f"{s} {len(splits[s])}" for s in SPLITS))
-    rank_log.info("this process's shard: %s images", ", ".join(f"{split} {len(samplers[split])}" for split in SPLITS))
+    data = load_data(args, processes, runtime, workers, augment=augment, cache=cache_features)
 
     # Model, optimizer, schedule; resumed from the checkpoint, else started from the pretrained weights.
     checkpoints = checkpoint_dir(args)
     checkpoint = load_checkpoint(checkpoints)
-    model = build_model(config)
+    model = build_model(data.config)
     source = pretrained_source(args.pretrained)
     if checkpoint is None and source is not None and processes.is_main:  # DDP copies rank 0's weights to all
-        log.info("pretrained weights: %s", load_pretrained_backbone(model, config, source))
+        log.info("pretrained weights: %s", load_pretrained_backbone(model, data.config, source))
     parameters = set_trainable(model, args.trainable)
-    backbone, head = backbone_and_head(model)
-    frozen = backbone if args.trainable == "head" else None  # runs in eval mode: BatchNorm statistics kept
     model.to(device, memory_format=runtime.memory_format)
     optimizer = torch.optim.SGD(
         parameters, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
     )
-    lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    scaler = torch.amp.GradScaler(device.type) if runtime.amp_dtype == torch.float16 else None
-    history: list[dict] = []
-    best_epoch, best_model, finished = 0, None, False
-    if checkpoint is not None:
-        check_resumable(checkpoint, args, class_names, checkpoints)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
-        if scaler is not None and checkpoint["scaler"] is not None:
-            scaler.load_state_dict(checkpoint["scaler"])
-        history, best_epoch, best_model = checkpoint["history"], checkpoint["best_epoch"], checkpoint["best_model"]
-        finished = checkpoint["finished"]
-        log.info("resuming after epoch %d from %s", checkpoint["epoch"], checkpoints / CHECKPOINT_FILE)
-    check_same_epoch_on_all_ranks(len(history), device)
-    cache = None
-    if cache_features:
-        sync_state(model)  # the backbone too, which the DDP-wrapped head below does not cover
-        cache = FeatureCache(backbone, loaders, runtime, args.batch_size, args.seed)
-    trained = head if cache is not None else model  # what DDP wraps and averages the gradients of
-    train_model = (
-        DistributedDataParallel(trained, device_ids=[device.index] if device.type == "cuda" else None)
-        if dist.is_initialized()
-        else trained
+    training = Training(
+        model=model,
+        criterion=nn.CrossEntropyLoss(),
+        optimizer=optimizer,
+        lr_scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs),
+        scaler=torch.amp.GradScaler(device.type) if runtime.amp_dtype == torch.float16 else None,
+        runtime=runtime,
     )
-    criterion = nn.CrossEntropyLoss()
+    progress = Progress()
+    if checkpoint is not None:
+        check_resumable(checkpoint, args, data.class_names, checkpoints)
+        progress = training.resume(checkpoint)
+        log.info("resuming after epoch %d from %s", checkpoint["epoch"], checkpoints / CHECKPOINT_FILE)
+    check_same_epoch_on_all_ranks(progress.epoch, device)
 
-    epoch = len(history)
-    while not finished:
-        epoch += 1
-        samplers["train"].set_epoch(epoch)
-        learning_rate = lr_scheduler.get_last_lr()[0]
-        started = time.perf_counter()  # the first epoch's times include computing the cached features
-        if cache is None:
-            train_sums = train_one_epoch(train_model, loaders["train"], criterion, optimizer, runtime, scaler, frozen)
-        else:
-            train_sums = cache.train_one_epoch(train_model, criterion, optimizer, epoch, scaler)
-        train_loss, train_accuracy, train_images = reduce_sums(train_sums)
-        train_seconds = time.perf_counter() - started
-        if not math.isfinite(train_loss):
-            raise TrainingError(
-                f"training diverged in epoch {epoch}: the train loss is {train_loss}; "
-                f"lower --learning-rate (now {args.learning_rate})"
-            )
-        sync_buffers(model)
-        valid_sums = (
-            evaluate(model, loaders["valid"], criterion, runtime) if cache is None else cache.evaluate(head, criterion)
-        )
-        valid_loss, valid_accuracy, valid_images = reduce_sums(valid_sums)
-        lr_scheduler.step()
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_accuracy": train_accuracy,
-                "valid_loss": valid_loss,
-                "valid_accuracy": valid_accuracy,
-                "epoch_seconds": time.perf_counter() - started,
-                "images_per_second": train_images / train_seconds,
-            }
-        )
-        if best_model is None or valid_loss < history[best_epoch - 1]["valid_loss"]:
-            best_epoch, best_model = epoch, snapshot(model)
-        stalled = epoch - best_epoch
-        finished = epoch == args.epochs or (args.patience > 0 and stalled >= args.patience)
+    # Distributed: DDP wraps what trains; each epoch reads the images, or the features cached in the first.
+    epochs = make_epochs(args, training, data.loaders, cache=cache_features)
+
+    while not progress.finished:
+        seen = train_epoch(epochs, training, progress, args)
         if processes.is_main:
-            save_checkpoint(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "lr_scheduler": lr_scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "epoch": epoch,
-                    "args": vars(args),
-                    "class_names": class_names,
-                    "history": history,
-                    "best_epoch": best_epoch,
-                    "best_model": best_model,
-                    "finished": finished,
-                },
-                checkpoints,
-            )
-            print(metric_line(**history[-1]), flush=True)
-        log.info(
-            "epoch %d/%d: %d train and %d valid images, learning rate %.4g; best epoch %d",
-            epoch,
-            args.epochs,
-            train_images,
-            valid_images,
-            learning_rate,
-            best_epoch,
-        )
-        if finished and epoch < args.epochs:
-            log.info("stopping early: no lower valid loss in the %d epochs since epoch %d", stalled, best_epoch)
-        if epoch == args.stop_after_epoch and not finished:
+            save_checkpoint(training.checkpoint(progress, args, data.class_names), checkpoints)
+            print(metric_line(**progress.history[-1]), flush=True)
+        log_epoch(progress, seen, args)
+        if progress.epoch == args.stop_after_epoch and not progress.finished:
             if dist.is_initialized():
                 dist.barrier()  # rank 0 has written the checkpoint before any rank exits
-            raise RunStopped(f"stopped after epoch {epoch} as --stop-after-epoch asked; running again resumes it")
+            raise RunStopped(
+                f"stopped after epoch {progress.epoch} as --stop-after-epoch asked; running again resumes it"
+            )
 
-    # The best epoch's weights: its valid loss once more (the job's tuning objective), then the test split.
-    model.load_state_dict(best_model)
-    best = history[best_epoch - 1]
-    test_loss, test_accuracy, test_images = reduce_sums(evaluate(model, loaders["test"], criterion, runtime))
+    finish(args, training, progress, data, processes)
+
+
+class Seen(NamedTuple):
+    """What an epoch's log line says besides its metrics (images summed over the ranks)."""
+
+    train_images: int
+    valid_images: int
+    learning_rate: float
+
+
+def train_epoch(epochs: Epochs, training: Training, progress: Progress, args: argparse.Namespace) -> Seen:
+    """Train one epoch and evaluate it on the valid split; ``progress`` gets its metrics."""
+    epoch = progress.epoch + 1
+    learning_rate = training.lr_scheduler.get_last_lr()[0]
+    started = time.perf_counter()  # the first epoch's times include computing the cached features
+    train_loss, train_accuracy, train_images = reduce_sums(epochs.train(epoch))
+    train_seconds = time.perf_counter() - started
+    if not math.isfinite(train_loss):
+        raise TrainingError(
+            f"training diverged in epoch {epoch}: the train loss is {train_loss}; "
+            f"lower --learning-rate (now {args.learning_rate})"
+        )
+    valid_loss, valid_accuracy, valid_images = reduce_sums(epochs.evaluate())
+    training.lr_scheduler.step()
+    row = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_accuracy": train_accuracy,
+        "valid_loss": valid_loss,
+        "valid_accuracy": valid_accuracy,
+        "epoch_seconds": time.perf_counter() - started,
+        "images_per_second": train_images / train_seconds,
+    }
+    progress.add(row, training.model, args)
+    return Seen(train_images, valid_images, learning_rate)
+
+
+def log_epoch(progress: Progress, seen: Seen, args: argparse.Namespace) -> None:
+    log.info(
+        "epoch %d/%d: %d train and %d valid images, learning rate %.4g; best epoch %d",
+        progress.epoch,
+        args.epochs,
+        seen.train_images,
+        seen.valid_images,
+        seen.learning_rate,
+        progress.best_epoch,
+    )
+    if progress.finished and progress.epoch < args.epochs:
+        log.info(
+            "stopping early: no lower valid loss in the %d epochs since epoch %d", progress.stalled, progress.best_epoch
+        )
+
+
+def finish(args: argparse.Namespace, training: Training, progress: Progress, data: Data, processes: Processes) -> None:
+    """The best epoch's weights: its valid loss once more (the job's tuning objective), the test split's metrics,
+    the model artifact, metrics.json and the curves (rank 0)."""
+    model = training.model
+    model.load_state_dict(progress.best_model)
+    test_sums = evaluate(model, data.loaders["test"], training.criterion, training.runtime)
+    test_loss, test_accuracy, test_images = reduce_sums(test_sums)
     rank_log.info("final weights sha256 %s", state_digest(model))
     if not processes.is_main:
         return
-    log.info("best epoch %d of %d; %d test images", best_epoch, len(history), test_images)
+    best = progress.best
+    log.info("best epoch %d of %d; %d test images", progress.best_epoch, progress.epoch, test_images)
     print(metric_line(valid_loss=best["valid_loss"], valid_accuracy=best["valid_accuracy"]), flush=True)
     print(metric_line(test_loss=test_loss, test_accuracy=test_accuracy), flush=True)
-    save_artifact(Path(args.model_dir), model, config, class_names)
+    save_artifact(Path(args.model_dir), model, data.config, data.class_names)
     save_serving_code(Path(args.model_dir))
     log.info("model artifact written to %s", args.model_dir)
-    write_metrics(Path(args.output_dir), history, best_epoch, args.epochs, test_loss, test_accuracy)
-    plot_curves(history, best_epoch, Path(args.output_dir) / CURVES_FILE)
+    write_metrics(Path(args.output_dir), progress.history, progress.best_epoch, args.epochs, test_loss, test_accuracy)
+    plot_curves(progress.history, progress.best_epoch, Path(args.output_dir) / CURVES_FILE)
     log.info("metrics and curves written to %s", args.output_dir)
 
 

@@ -1,6 +1,6 @@
 """Local mode: the whole pipeline on this machine, with no AWS account and no Docker.
 
-    python -m dogbreeds.local.demo [--templates cdk.out] [--data-dir dogImages] [--keep DIR] ...
+    python -m dogbreeds.local.demo [--templates cdk.out] [--data-dir dogImages] [--keep DIR] [-c KEY=VALUE] ...
 
 ``make demo`` synthesizes the app, then runs this. The steps:
 
@@ -12,12 +12,13 @@
 4. model.tar.gz packed as SageMaker packs a job's model folder, extracted as an endpoint instance does;
 5. endpoint: the real inference toolkit's ``HandlerService`` on that folder (only TorchServe, the Java
    server, is a stand-in) behind a loopback SageMaker runtime, called once with a plain boto3 client;
-6. Lambda: the real handler in its own process, with ``{"url": ...}`` (an image on a loopback web
-   server) and ``{"image_base64": ...}``.
+6. Lambda: the real handler in its own process, with the invoker stack's environment (the settings:
+   cdk.json, then ``-c``), called with ``{"url": ...}`` (an image on a loopback web server) and
+   ``{"image_base64": ...}``.
 
 Everything happens in a temporary folder, removed at the end unless ``--keep DIR``; every server and
 child process is stopped, also after a failure or Ctrl-C. Exit status: 0, 1 when a step failed (the
-message says which and why), 130 when interrupted.
+message says which and why), 2 for a wrong option or setting, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ from typing import Any, TextIO
 from dogbreeds.local import training_job
 from dogbreeds.local.imagesets import DEFAULT_SIZE, SPLITS, image_for_class, make_image_set
 from dogbreeds.local.packaging import deploy_model, package_model
+from stacks.contract import lambda_environment, model_environment, training_hyperparameters
+from stacks.settings import Settings, SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
 LAMBDA_SOURCE = REPO / "lambda_src"
-CDK_JSON = REPO / "cdk.json"
 REGION = "us-east-1"
 # The request signer needs credentials; the local runtime checks none. No profile or real key is read.
 DUMMY_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
@@ -56,8 +58,15 @@ PHOTO_CLASS = "042.Carolina_dog"
 CLASS_POOL = (PHOTO_CLASS, "001.Affenpinscher", "103.Mastiff", "016.Beagle", "124.Poodle", "057.Dalmatian")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 STEPS = 6
+# What local mode changes in the function's environment: the image server is plain HTTP on loopback.
+LOCAL_MODE_ENVIRONMENT = {"ALLOW_HTTP_URLS": "true", "LOCAL_MODE_ALLOW_LOOPBACK": "true"}
+
+
+# train.py's own definition of its hyperparameters: the demo refuses what a training job would refuse.
+_TRAIN = training_hyperparameters().HYPERPARAMETERS
 
 
 class StepFailed(Exception):
@@ -86,6 +95,30 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the folder `cdk synth` wrote (make demo passes cdk.out); its templates are listed (default: not listed)",
     )
+    parser.add_argument(
+        "-c",
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, as with cdk synth -c (repeatable): the endpoint's and the Lambda's settings "
+        "apply here (default: cdk.json's)",
+    )
+    add_image_set_arguments(parser)
+    add_training_job_arguments(parser)
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="work in DIR (new or empty) and keep it: data, /opt/ml stand-ins, model.tar.gz, logs "
+        "(default: a temporary folder, removed at the end)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="print the training toolkit's whole log")
+    return parser
+
+
+def add_image_set_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("image set")
     data.add_argument(
         "--data-dir",
@@ -119,6 +152,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="the photo to classify at the end (default: a generated Carolina dog picture, or with --data-dir "
         "the first test image)",
     )
+
+
+def add_training_job_arguments(parser: argparse.ArgumentParser) -> None:
     job = parser.add_argument_group("training job (train.py's hyperparameters)")
     job.add_argument("--backbone", default="resnet18", help="ResNet backbone (default: %(default)s)")
     job.add_argument(
@@ -128,7 +164,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="ImageNet weights: none (random initialization, needs no internet), download, or a .pth file or a "
         "folder holding one, given to the job as its 'pretrained' channel (default: %(default)s)",
     )
-    job.add_argument("--epochs", type=positive_int, default=6, metavar="N", help="epochs (default: %(default)s)")
+    job.add_argument(
+        "--epochs", type=_TRAIN["epochs"].kind.parse, default=6, metavar="N", help="epochs (default: %(default)s)"
+    )
     job.add_argument(
         "--image-size",
         type=positive_int,
@@ -137,7 +175,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="training crop in pixels (default: %(default)s)",
     )
     job.add_argument(
-        "--batch-size", type=positive_int, default=8, metavar="N", help="batch size per process (default: %(default)s)"
+        "--batch-size",
+        type=_TRAIN["batch_size"].kind.parse,
+        default=8,
+        metavar="N",
+        help="batch size per process (default: %(default)s)",
     )
     job.add_argument(
         "--learning-rate", type=float, default=0.01, metavar="LR", help="learning rate (default: %(default)s)"
@@ -150,16 +192,6 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="training processes: 2 or more run under torchrun (sagemaker_torch_distributed_enabled), "
         "1 runs the script directly (default: %(default)s)",
     )
-    parser.add_argument(
-        "--keep",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="work in DIR (new or empty) and keep it: data, /opt/ml stand-ins, model.tar.gz, logs "
-        "(default: a temporary folder, removed at the end)",
-    )
-    parser.add_argument("--verbose", action="store_true", help="print the training toolkit's whole log")
-    return parser
 
 
 @dataclass
@@ -248,12 +280,18 @@ class Photo:
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     console = Console(sys.stdout, sys.stderr)
+    try:
+        settings = Settings.load(args.context)
+    except SettingsError as err:
+        for problem in err.problems:
+            console.error(f"error: {problem}")
+        return EXIT_USAGE
     cleanup = Cleanup()
     try:
         work = prepare_work_folder(args.keep, cleanup)
         console.say("Local mode: the whole pipeline on this machine (no AWS account, no Docker)")
         console.say(f"work folder: {work}" + (" (kept)" if args.keep else " (removed at the end)"))
-        run(args, work, console, cleanup)
+        run(args, settings, work, console, cleanup)
         status = 0
     except StepFailed as failure:
         where = f"step {console.step_number} failed: " if console.step_number else ""
@@ -285,8 +323,7 @@ def prepare_work_folder(keep: Path | None, cleanup: Cleanup) -> Path:
     return keep.resolve()
 
 
-def run(args: argparse.Namespace, work: Path, console: Console, cleanup: Cleanup) -> None:
-    settings = json.loads(CDK_JSON.read_text())["context"]  # the app's settings: their defaults
+def run(args: argparse.Namespace, settings: Settings, work: Path, console: Console, cleanup: Cleanup) -> None:
     console.step("Templates a deploy would use")
     show_templates(args.templates, console)
     console.step_done()
@@ -306,10 +343,9 @@ def run(args: argparse.Namespace, work: Path, console: Console, cleanup: Cleanup
     model_dir = package_and_deploy(job, work, console)
     console.step_done()
 
-    endpoint_name = settings["endpoint_name"]
     console.step("Endpoint: the SageMaker inference toolkit behind a loopback SageMaker runtime")
-    runtime_url = start_endpoint(model_dir, endpoint_name, settings, console, cleanup)
-    invoke_endpoint_directly(runtime_url, endpoint_name, photo, console)
+    runtime_url = start_endpoint(model_dir, settings, console, cleanup)
+    invoke_endpoint_directly(runtime_url, settings.names.endpoint, photo, console)
     console.step_done()
 
     console.step("Lambda handler: the original test event's shape, then image bytes")
@@ -547,23 +583,21 @@ def package_and_deploy(job: training_job.TrainingJob, work: Path, console: Conso
 # 5. Endpoint -----------------------------------------------------------------------------------------
 
 
-def start_endpoint(
-    model_dir: Path, endpoint_name: str, settings: dict[str, Any], console: Console, cleanup: Cleanup
-) -> str:
+def start_endpoint(model_dir: Path, settings: Settings, console: Console, cleanup: Cleanup) -> str:
     # Imported here, not at the top: torch and the toolkit take seconds to import, and steps 1-4 need neither.
     from dogbreeds.local.runtime import RuntimeServer
     from dogbreeds.local.serving import ModelWorker
 
     started = time.perf_counter()
-    # The model's environment as the endpoint stack sets it (SAGEMAKER_PROGRAM is ModelWorker's).
-    worker = ModelWorker(model_dir, environment={"TOP_K": str(settings["top_k"])})
+    # The model's environment as the endpoint stack sets it (its code folder is the stand-in's).
+    worker = ModelWorker(model_dir, environment=model_environment(settings, REGION))
     console.detail(
         f"HandlerService started on {model_dir} in {time.perf_counter() - started:.1f} s "
         "(SAGEMAKER_PROGRAM=inference.py imported from code/, model_fn called)"
     )
-    server = RuntimeServer({endpoint_name: worker}).start()
+    server = RuntimeServer({settings.names.endpoint: worker}).start()
     cleanup.add("stopped the SageMaker runtime server", server.stop)
-    console.detail(f"SageMaker runtime: {server.url}, endpoint {endpoint_name}")
+    console.detail(f"SageMaker runtime: {server.url}, endpoint {settings.names.endpoint}")
     return server.url
 
 
@@ -620,10 +654,19 @@ def show_predictions(predictions: list[dict[str, Any]], photo: Photo, console: C
 # 6. Lambda -------------------------------------------------------------------------------------------
 
 
+def function_variables(settings: Settings, runtime_url: str) -> dict[str, str]:
+    """The function's variables as the invoker stack sets them, then local mode's (the local runtime's URL)."""
+    return {
+        **lambda_environment(settings),
+        **LOCAL_MODE_ENVIRONMENT,
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime_url,
+    }
+
+
 def call_lambda(
     runtime_url: str,
     photo: Photo,
-    settings: dict[str, Any],
+    settings: Settings,
     work: Path,
     console: Console,
     cleanup: Cleanup,
@@ -635,26 +678,15 @@ def call_lambda(
     cleanup.add("stopped the image web server", files.stop)
     task_dir = work / "lambda" / "task"
     shutil.copytree(LAMBDA_SOURCE, task_dir, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    environment = {
-        # The function's variables as the invoker stack sets them (cdk.json's defaults) ...
-        "ENDPOINT_NAME": settings["endpoint_name"],
-        "MAX_IMAGE_BYTES": str(settings["lambda_max_image_mb"] * 1024 * 1024),
-        "FETCH_TIMEOUT_SECONDS": str(settings["lambda_fetch_timeout_seconds"]),
-        "ENDPOINT_TIMEOUT_SECONDS": str(settings["lambda_endpoint_timeout_seconds"]),
-        "ENDPOINT_MAX_ATTEMPTS": str(settings["lambda_endpoint_max_attempts"]),
-        # ... and local mode's: the image server is plain HTTP on loopback, the runtime is the local one.
-        "ALLOW_HTTP_URLS": "true",
-        "LOCAL_MODE_ALLOW_LOOPBACK": "true",
-        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime_url,
-    }
+    environment = function_variables(settings, runtime_url)
     function = LambdaFunction(
         task_dir,
         "handler.handler",
         environment=environment,
-        function_name=f"{settings['project_name']}-predict",
+        function_name=settings.names.lambda_function,
         region=REGION,
-        memory_mb=int(settings["lambda_memory_mb"]),
-        timeout_seconds=float(settings["lambda_timeout_seconds"]),
+        memory_mb=settings.lambda_memory_mb,
+        timeout_seconds=float(settings.lambda_timeout_seconds),
     ).start()
     cleanup.add("stopped the Lambda function's process", function.close)
     console.detail(f"function code: {task_dir} (lambda_src/ as deployed), handler handler.handler, own process")

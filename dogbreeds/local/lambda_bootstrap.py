@@ -1,15 +1,7 @@
 """The Lambda runtime's part, in a child process: import the handler once, then call it for every event.
 
-Run as a script (standard library only), so that the function's folder, not this package, is first on
-``sys.path``, as ``/var/task`` is in Lambda:
-
-    python lambda_bootstrap.py TASK_DIR MODULE.FUNCTION TIMEOUT_SECONDS
-
-Each line on stdin is one invocation, ``{"event": ..., "request_id": "..."}``; each answer is one line
-on the original stdout: ``{"result": ...}`` or, when the handler raised, ``{"error": {"errorMessage",
-"errorType", "stackTrace"}}`` (Lambda's unhandled-error payload). The function's own output, stdout
-and stderr, goes to stderr: its log, as CloudWatch Logs would hold it. The module is imported before
-the first event is read (the cold start) and stays imported (warm invocations reuse its clients).
+Run as a script by ``lambda_host`` (standard library only, so that the function's folder is first on
+``sys.path``): one JSON line in per invocation, one out per answer. The protocol: docs/local-mode.md.
 """
 
 from __future__ import annotations

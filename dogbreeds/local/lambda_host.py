@@ -1,15 +1,8 @@
 """The invoker Lambda's handler, run as the Lambda service runs it: in its own process, with its own environment.
 
-``LambdaFunction`` starts one execution environment, a child process running ``lambda_bootstrap.py``:
-the function's folder first on ``sys.path`` (``/var/task`` in Lambda), the handler module imported
-once (the cold start), then ``handler(event, context)`` for each ``invoke``, the module's clients
-reused between calls as in a warm environment. The environment is built, not inherited: the
-function's variables, the ones Lambda sets (``AWS_REGION``, ``AWS_LAMBDA_FUNCTION_NAME``, ...) and
-dummy credentials for the request signer; no ``AWS_*`` variable of this process, no AWS profile and
-no instance metadata is consulted, so nothing can reach a real account. Loopback addresses bypass
-any HTTP proxy.
-
-The function's log (its stdout and stderr, as CloudWatch Logs would hold it) is ``log_text()``.
+``LambdaFunction`` is one execution environment (a child process running ``lambda_bootstrap.py``): a cold
+start, then warm calls; its environment is built, not inherited, so nothing reaches a real account. What
+it sets and why: docs/local-mode.md.
 """
 
 from __future__ import annotations
@@ -53,7 +46,7 @@ def function_environment(
     memory_mb: int,
     base_environment: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of the function's process (see the module's docstring)."""
+    """The environment of the function's process: its variables, Lambda's, dummy credentials (docs/local-mode.md)."""
     source = os.environ if base_environment is None else base_environment
     environment = {name: value for name, value in source.items() if not name.startswith("AWS_")}
     environment.pop("PYTHONPATH", None)

@@ -1,26 +1,8 @@
 """A loopback stand-in for the SageMaker runtime API (InvokeEndpoint), for the local demo and the tests.
 
-    with RuntimeServer({"dogbreeds": backend}) as server:
-        client = boto3.client("sagemaker-runtime", endpoint_url=server.url, region_name="us-east-1",
-                              aws_access_key_id="local", aws_secret_access_key="local")
-        client.invoke_endpoint(EndpointName="dogbreeds", Body=image, ContentType="application/x-image")
-
-A backend stands for the model container: it gets the ``Invocation`` and answers a ``ModelResponse``.
-The server answers the way the real service does, so boto3 raises the same error classes with the
-same fields (checked against botocore's service model, ``sagemaker-runtime/2017-05-13``):
-
-- a model status below 400: HTTP 200 with the model's body and content type, and the variant that
-  answered in ``x-Amzn-Invoked-Production-Variant``;
-- a model status of 400 or more: ``ModelError`` (HTTP 424) with ``OriginalStatusCode``,
-  ``OriginalMessage`` (the model's whole body), ``LogStreamArn`` and a ``Message`` such as
-  ``Received client error (400) from primary with message "..."``; an exception raised by the
-  backend is a model 500, its body ``"<message>\\n<traceback>"`` as the inference toolkit writes it;
-- an endpoint name with no backend: ``ValidationError``, ``Endpoint X of account Y not found.``;
-- a body over 6 MB: HTTP 413, ``HTTP content length exceeded 6291456 bytes.`` (error code ``413``);
-- a backend raising ``ServiceFault``: that service error (throttling, unavailable, model not ready).
-
-The region in messages and ARNs is the one the client signed for; the account is ``ACCOUNT_ID``.
-The server binds loopback addresses only and checks no signature.
+A ``RuntimeServer`` serves backends (each stands for a model container) under endpoint names, and answers
+as the real service does, so a plain boto3 client raises the same errors with the same fields. What it
+answers, case by case: docs/local-mode.md.
 """
 
 from __future__ import annotations

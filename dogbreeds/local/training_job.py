@@ -129,16 +129,24 @@ def lay_out_job(
     return job
 
 
-def job_environment(job: TrainingJob, base_environment: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This environment without SageMaker or torchrun variables, plus what points the toolkit at ``job``."""
+def launch_environment(base_environment: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This environment (or ``base_environment``) without SageMaker or torchrun variables, with this
+    interpreter's scripts (torchrun, as in the container) first on PATH and unbuffered output: what a
+    training process started from here gets, whether the toolkit starts it or not."""
     source = os.environ if base_environment is None else base_environment
     environment = {
         name: value
         for name, value in source.items()
         if not name.startswith(("SM_", "SAGEMAKER_")) and name not in _LAUNCH_VARIABLES
     }
-    environment["PATH"] = f"{VENV_BIN}{os.pathsep}{environment.get('PATH', '')}"  # torchrun, as in the container
+    environment["PATH"] = f"{VENV_BIN}{os.pathsep}{environment.get('PATH', '')}"
     environment["PYTHONUNBUFFERED"] = "1"  # progress lines as they happen
+    return environment
+
+
+def job_environment(job: TrainingJob, base_environment: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``launch_environment`` plus what points the toolkit at ``job``."""
+    environment = launch_environment(base_environment)
     environment["SAGEMAKER_BASE_DIR"] = str(job.base)
     environment["SAGEMAKER_TRAINING_MODULE"] = TRAINING_MODULE
     environment["SM_STUDIO_LOCAL_MODE"] = "true"

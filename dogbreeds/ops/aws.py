@@ -6,9 +6,9 @@ import os
 from functools import cached_property
 
 import boto3
-from botocore.config import Config
+from botocore.config import Config as ClientConfig
 
-from dogbreeds.ops.config import AppConfig
+from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import (
     CREDENTIALS_HINT,
     REGION_HINT,
@@ -17,7 +17,7 @@ from dogbreeds.ops.errors import (
     client_error_code,
 )
 
-CLIENT_CONFIG = Config(user_agent_appid="dogbreeds-cli", retries={"mode": "standard", "max_attempts": 5})
+CLIENT_CONFIG = ClientConfig(user_agent_appid="dogbreeds-cli", retries={"mode": "standard", "max_attempts": 5})
 
 # Stack states in which the outputs are those of a completed deployment.
 USABLE_STATES = frozenset(
@@ -72,7 +72,7 @@ class Aws:
 class Stacks:
     """The app's stacks in the account and region: their status and outputs, read once per command."""
 
-    def __init__(self, aws: Aws, config: AppConfig) -> None:
+    def __init__(self, aws: Aws, config: Config) -> None:
         self.aws = aws
         self.config = config
         self._described: dict[str, dict | None] = {}
@@ -80,7 +80,7 @@ class Stacks:
     def describe(self, part: str) -> dict | None:
         """The stack's DescribeStacks entry, or None when no such stack exists."""
         if part not in self._described:
-            name = self.config.stack_name(part)
+            name = self.config.names.stack(part)
             try:
                 stacks = self.aws.client("cloudformation").describe_stacks(StackName=name)["Stacks"]
             except Exception as err:
@@ -93,7 +93,7 @@ class Stacks:
 
     def outputs(self, part: str) -> dict[str, str]:
         """The stack's outputs; NotDeployedError naming the stack and the deploy command otherwise."""
-        name = self.config.stack_name(part)
+        name = self.config.names.stack(part)
         stack = self.describe(part)
         deploy = self.config.cdk_command("deploy", part)
         if stack is None or stack["StackStatus"] == "REVIEW_IN_PROGRESS":
@@ -114,7 +114,7 @@ class Stacks:
         outputs = self.outputs(part)
         if key not in outputs:
             raise NotDeployedError(
-                f"The stack {self.config.stack_name(part)} has no output {key}: it was deployed from an older "
+                f"The stack {self.config.names.stack(part)} has no output {key}: it was deployed from an older "
                 f"version of this app; deploy it again with `{self.config.cdk_command('deploy', part)}`."
             )
         return outputs[key]

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from boto3.s3.transfer import TransferConfig
 
 from dogbreeds.ops.aws import Aws, Stacks
-from dogbreeds.ops.config import AppConfig
+from dogbreeds.ops.config import Config
 from dogbreeds.ops.download import check_url, download
 from dogbreeds.ops.errors import OpsError, UsageError
 from dogbreeds.ops.progress import Progress, human_bytes
@@ -293,13 +293,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
+def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     stacks = Stacks(aws, config)
     # Find the bucket first: no point in downloading a gigabyte for a stack that is not there.
     bucket = stacks.output("foundation", "ArtifactBucketName")
-    print(f"Artifact bucket: {bucket} (stack {config.stack_name('foundation')})")
+    print(f"Artifact bucket: {bucket} (stack {config.names.stack('foundation')})")
 
     if args.source is not None:
         root = find_root(args.source)

@@ -16,11 +16,11 @@ import urllib.request
 from pathlib import Path
 
 from dogbreeds.ops.aws import Aws, Stacks
-from dogbreeds.ops.config import AppConfig
+from dogbreeds.ops.config import Config
 from dogbreeds.ops.download import USER_AGENT
 from dogbreeds.ops.errors import OpsError, UsageError, client_error_code
+from stacks.contract import DOG_BREEDS
 
-MAX_CLASSES = 133
 ENDPOINT_MAX_BYTES = 6 * 1024 * 1024  # the InvokeEndpoint payload limit
 FETCH_TIMEOUT_SECONDS = 10
 
@@ -164,9 +164,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the answer as JSON instead of a table")
 
 
-def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
-    if args.top_k is not None and not 1 <= args.top_k <= MAX_CLASSES:
-        raise UsageError(f"--top-k {args.top_k}: accepted is 1 to {MAX_CLASSES}")
+def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
+    if args.top_k is not None and not 1 <= args.top_k <= DOG_BREEDS:
+        raise UsageError(f"--top-k {args.top_k}: accepted is 1 to {DOG_BREEDS}")
     if not is_url(args.image) and not Path(args.image).expanduser().is_file():
         # A usage error, before any AWS call.
         raise UsageError(f"{args.image}: no such file (IMAGE_OR_URL is a local image file or an http(s) URL)")
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
         through = f"endpoint {endpoint_name}"
     else:
         alias_arn = stacks.output("invoker", "AliasArn")
-        max_bytes = config.integer("lambda_max_image_mb") * 1024 * 1024
+        max_bytes = config.settings.lambda_max_image_mb * 1024 * 1024
         started = time.perf_counter()
         body = via_lambda(aws, alias_arn, args.image, args.top_k, max_bytes)
         through = f"Lambda {alias_arn.rsplit(':', 2)[-2]}:{alias_arn.rsplit(':', 1)[-1]}"

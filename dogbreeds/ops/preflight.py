@@ -29,8 +29,9 @@ import shlex
 from dataclasses import dataclass, field
 
 from dogbreeds.ops.aws import Aws
-from dogbreeds.ops.config import AppConfig
+from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import ACCESS_DENIED_CODES, AwsSetupError, OpsError, client_error_code
+from stacks.settings import Settings
 
 PERMISSIONS = (
     "servicequotas:ListServiceQuotas",
@@ -115,14 +116,20 @@ class Check:
 # --- what the settings need ---------------------------------------------------------------------------
 
 
-def training_needs(config: AppConfig) -> list[Need]:
+def training_needs(s: Settings) -> list[Need]:
     """The pipeline's tuning trials, then its final job: quotas both use need the larger of the two counts."""
-    train_type = config.text("training_instance_type")
-    count = config.integer("training_instance_count")
-    spot = config.boolean("training_use_spot")
+    final = final_job_needs(s)
+    return sequential(tuning_needs(s), final) if s.tuning_enabled else final
+
+
+def final_job_needs(s: Settings) -> list[Need]:
+    """training_instance_count x training_instance_type in one job, on demand or spot."""
+    train_type = s.training_instance_type
+    count = s.training_instance_count
+    spot = s.training_use_spot
     train_keys = ("training_instance_type", "training_instance_count", "training_use_spot")
     kind = "spot training job" if spot else "training job"
-    final = [
+    return [
         Need(
             f"final training job{' (spot)' if spot else ''}",
             "sagemaker",
@@ -148,14 +155,16 @@ def training_needs(config: AppConfig) -> list[Need]:
             ("training_instance_count",),
         ),
     ]
-    if not config.boolean("tuning_enabled"):
-        return final
-    tune_type = config.text("tuning_instance_type")
-    parallel = config.integer("tuning_max_parallel_jobs")
-    max_jobs = config.integer("tuning_max_jobs")
+
+
+def tuning_needs(s: Settings) -> list[Need]:
+    """tuning_max_parallel_jobs trials at once, each on 1 x tuning_instance_type, on demand."""
+    tune_type = s.tuning_instance_type
+    parallel = s.tuning_max_parallel_jobs
+    max_jobs = s.tuning_max_jobs
     trials = min(parallel, max_jobs)
     tune_keys = ("tuning_instance_type", "tuning_max_parallel_jobs")
-    tuning = [
+    return [
         Need(
             "tuning trials",
             "sagemaker",
@@ -197,7 +206,6 @@ def training_needs(config: AppConfig) -> list[Need]:
             ("tuning_enabled",),
         ),
     ]
-    return sequential(tuning, final)
 
 
 def sequential(first: list[Need], then: list[Need]) -> list[Need]:
@@ -225,9 +233,9 @@ def sequential(first: list[Need], then: list[Need]) -> list[Need]:
     return merged + list(later.values())
 
 
-def endpoint_needs(config: AppConfig) -> list[Need]:
-    instance_type = config.text("endpoint_instance_type")
-    most = config.integer("endpoint_max_capacity")
+def endpoint_needs(s: Settings) -> list[Need]:
+    instance_type = s.endpoint_instance_type
+    most = s.endpoint_max_capacity
     keys = ("endpoint_instance_type", "endpoint_max_capacity")
     why = (
         f"autoscaling runs up to {most} x {instance_type}; the endpoint stack updates blue/green: the new fleet "
@@ -240,8 +248,8 @@ def endpoint_needs(config: AppConfig) -> list[Need]:
     ]
 
 
-def notebook_needs(config: AppConfig) -> list[Need]:
-    instance_type = config.text("notebook_instance_type")
+def notebook_needs(s: Settings) -> list[Need]:
+    instance_type = s.notebook_instance_type
     return [
         Need(
             "notebook instance",
@@ -254,8 +262,8 @@ def notebook_needs(config: AppConfig) -> list[Need]:
     ]
 
 
-def lambda_needs(config: AppConfig) -> list[Need]:
-    reserved = config.integer("lambda_reserved_concurrency")
+def lambda_needs(s: Settings) -> list[Need]:
+    reserved = s.lambda_reserved_concurrency
     service, code, name = LAMBDA_CONCURRENCY
     return [
         Need(
@@ -272,8 +280,8 @@ def lambda_needs(config: AppConfig) -> list[Need]:
     ]
 
 
-def ec2_needs(config: AppConfig, aws: Aws) -> list[Need]:
-    instance_type = config.text("ec2_training_instance_type")
+def ec2_needs(s: Settings, aws: Aws) -> list[Need]:
+    instance_type = s.ec2_training_instance_type
     family = instance_type.split(".", 1)[0]
     quota_name = next((name for pattern, name in EC2_ON_DEMAND_QUOTAS if pattern.match(family)), None)
     keys = ("ec2_training_instance_type",)
@@ -313,13 +321,13 @@ def ec2_needs(config: AppConfig, aws: Aws) -> list[Need]:
     ]
 
 
-def pipeline_notes(config: AppConfig) -> list[str]:
+def pipeline_notes(s: Settings) -> list[str]:
     notes = [
         "Tuning and the final job never overlap within one pipeline execution, but nothing stops two executions "
         "at once (dogbreeds train twice): those add up.",
         "dogbreeds train --instance-type/--instance-count/--spot change one run's needs; this checks the settings.",
     ]
-    if not config.boolean("tuning_enabled"):
+    if not s.tuning_enabled:
         notes.insert(0, "tuning_enabled=false: tuning's quotas are not checked.")
     return notes
 
@@ -456,16 +464,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
 
 
-def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
-    needs = [
-        *training_needs(config),
-        *endpoint_needs(config),
-        *notebook_needs(config),
-        *lambda_needs(config),
-    ]
+def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
+    s = config.settings
+    needs = [*training_needs(s), *endpoint_needs(s), *notebook_needs(s), *lambda_needs(s)]
     profile = getattr(args, "profile", None)
     try:
-        needs += ec2_needs(config, aws)
+        needs += ec2_needs(s, aws)
         book = QuotaBook(aws.client("service-quotas"))
         checks = [check(need, book, aws.region, profile) for need in needs]
     except Exception as err:
@@ -476,7 +480,7 @@ def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
                 f"{', '.join(PERMISSIONS)}."
             ) from None
         raise
-    notes = pipeline_notes(config)
+    notes = pipeline_notes(s)
     if args.json:
         print(json.dumps(as_json(checks, notes, config, aws.region), indent=2))
     else:
@@ -490,7 +494,7 @@ def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
     return 0
 
 
-def render(checks: list[Check], notes: list[str], config: AppConfig, region: str) -> str:
+def render(checks: list[Check], notes: list[str], config: Config, region: str) -> str:
     header = ("REQUIREMENT", "NEEDED", "AVAILABLE", "STATUS", "QUOTA (SERVICE CODE: NAME)")
     rows = [
         (
@@ -509,7 +513,7 @@ def render(checks: list[Check], notes: list[str], config: AppConfig, region: str
         return "  " + "  ".join([*cells, row[4]])
 
     sources = "cdk.json" + (", -c " + " -c ".join(config.overrides) if config.overrides else "")
-    out = [f"Service quotas in {region} for the settings of {config.project_name} ({sources}):", ""]
+    out = [f"Service quotas in {region} for the settings of {config.settings.project_name} ({sources}):", ""]
     out += [line(header), *(line(row) for row in rows), "", "How each number is computed:"]
     reasons: dict[str, list[str]] = {}
     for c in checks:
@@ -527,10 +531,10 @@ def render(checks: list[Check], notes: list[str], config: AppConfig, region: str
     return "\n".join(out)
 
 
-def as_json(checks: list[Check], notes: list[str], config: AppConfig, region: str) -> dict:
+def as_json(checks: list[Check], notes: list[str], config: Config, region: str) -> dict:
     return {
         "region": region,
-        "project_name": config.project_name,
+        "project_name": config.settings.project_name,
         "ok": all(c.status == OK for c in checks),
         "checks": [
             {

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -29,13 +28,13 @@ import time
 from dataclasses import dataclass
 
 from dogbreeds.ops.aws import Aws, Stacks
-from dogbreeds.ops.config import REPO_ROOT, AppConfig
+from dogbreeds.ops.config import REPO_ROOT, Config
 from dogbreeds.ops.errors import OpsError, UsageError, client_error_code
+from stacks.settings import Settings, SettingsError, instance_types
 
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 METRIC = "SageMakerVariantInvocationsPerInstance"
-INSTANCE_TYPE = re.compile(r"ml\.[a-z0-9-]+\.[a-z0-9]+")
 POLL_SECONDS = 30
 TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
 
@@ -94,21 +93,24 @@ class Scaling:
         )
 
 
-def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
-    wanted = args.instance_type or config.text("endpoint_instance_type")
-    if not INSTANCE_TYPE.fullmatch(wanted):
-        source = f"--instance-type {wanted}" if args.instance_type else f"endpoint_instance_type={wanted}"
-        raise UsageError(f"{source}: accepted is a SageMaker instance type, for example ml.g5.xlarge")
+def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
+    s = config.settings
+    # The setting was checked when the settings were read; --instance-type is checked the same way here.
+    if args.instance_type is not None and args.instance_type not in instance_types("endpoint_instance_type"):
+        raise UsageError(
+            f"--instance-type {args.instance_type}: accepted is a SageMaker instance type, for example ml.g5.xlarge"
+        )
+    wanted = args.instance_type or s.endpoint_instance_type
     stacks = Stacks(aws, config)
     endpoint = stacks.output("endpoint", "EndpointName")
     scaling = Scaling(
         resource_id=stacks.output("endpoint", "ScalableTargetResourceId"),
         policy_name=stacks.output("endpoint", "ScalingPolicyName"),
-        min_capacity=config.integer("endpoint_min_capacity"),
-        max_capacity=config.integer("endpoint_max_capacity"),
-        target_value=config.integer("endpoint_target_invocations_per_instance"),
-        scale_in_cooldown=config.integer("endpoint_scale_in_cooldown_seconds"),
-        scale_out_cooldown=config.integer("endpoint_scale_out_cooldown_seconds"),
+        min_capacity=s.endpoint_min_capacity,
+        max_capacity=s.endpoint_max_capacity,
+        target_value=s.endpoint_target_invocations_per_instance,
+        scale_in_cooldown=s.endpoint_scale_in_cooldown_seconds,
+        scale_out_cooldown=s.endpoint_scale_out_cooldown_seconds,
     )
     words = _deploy_words(config, wanted, aws)
     current = _serving_instance_type(aws, endpoint, scaling.variant, args.wait_minutes)
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
         print(f"Endpoint {endpoint} (variant {scaling.variant}) is already on {wanted}: making sure its autoscaling")
         print("is registered as the settings say.")
         _register(aws, scaling)
-        _remind_settings(config, wanted)
+        _remind_settings(wanted)
         return 0
 
     print(
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
     if args.no_deploy:
         print(f"Now deploy: {_shown(words, aws)}")
         print("then run dogbreeds resize-endpoint again: it registers autoscaling on the new instance type.")
-        _remind_settings(config, wanted)
+        _remind_settings(wanted)
         return 0
 
     print(f"2. deploying: {_shown(words, aws)}", flush=True)
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
     live = _serving_instance_type(aws, endpoint, scaling.variant, args.wait_minutes)
     _register(aws, scaling)
     if returncode != 0 or live != wanted:
-        stack = config.stack_name("endpoint")
+        stack = config.names.stack("endpoint")
         raise OpsError(
             f"the deploy failed (exit code {returncode}); the endpoint serves on {live}, and autoscaling is "
             "registered again on it. The stack's events (CloudFormation console, or `aws cloudformation "
@@ -157,7 +159,7 @@ def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
             "resize-endpoint again."
         )
     print(f"Endpoint {endpoint} serves on {wanted}, with autoscaling.")
-    _remind_settings(config, wanted)
+    _remind_settings(wanted)
     return 0
 
 
@@ -245,9 +247,9 @@ def _register(aws: Aws, scaling: Scaling) -> None:
 # --- the deploy ----------------------------------------------------------------------------------------
 
 
-def _deploy_words(config: AppConfig, wanted: str, aws: Aws) -> list[str]:
+def _deploy_words(config: Config, wanted: str, aws: Aws) -> list[str]:
     words = shlex.split(config.cdk_command("deploy", "endpoint"))
-    if config.text("endpoint_instance_type") != wanted:
+    if config.settings.endpoint_instance_type != wanted:
         words += ["-c", f"endpoint_instance_type={wanted}"]
     if aws.profile:
         words += ["--profile", aws.profile]
@@ -265,10 +267,10 @@ def _shown(words: list[str], aws: Aws) -> str:
     return f"AWS_REGION={aws.region} {shlex.join(words)}"
 
 
-def _remind_settings(config: AppConfig, wanted: str) -> None:
+def _remind_settings(wanted: str) -> None:
     try:
-        lasting = AppConfig.load(()).text("endpoint_instance_type")
-    except OpsError:
+        lasting = Settings.load().endpoint_instance_type  # cdk.json's, without this run's -c
+    except SettingsError:
         return
     if lasting != wanted:
         print(

@@ -12,9 +12,10 @@ import argparse
 from datetime import UTC, datetime, timedelta
 
 from dogbreeds.ops.aws import Aws, Stacks
-from dogbreeds.ops.config import STACK_PARTS, AppConfig
+from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import ACCESS_DENIED_CODES, NotDeployedError, client_error_code
 from stacks.contract import PREFIXES
+from stacks.names import STACK_PARTS
 
 WINDOW_MINUTES = 15
 
@@ -36,15 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     del parser  # no options of its own
 
 
-def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
+def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     del args
     stacks = Stacks(aws, config)
-    print(f"Stacks of {config.project_name} in {aws.region}:")
-    width = max(len(config.stack_name(p)) for p in STACK_PARTS)
+    print(f"Stacks of {config.settings.project_name} in {aws.region}:")
+    width = max(len(name) for name in config.names.stacks)
     for part in STACK_PARTS:
         stack = stacks.describe(part)
         state = stack["StackStatus"] if stack else "not deployed"
-        print(f"  {config.stack_name(part):<{width}}  {state}")
+        print(f"  {config.names.stack(part):<{width}}  {state}")
 
     for title, section in (
         ("Artifact bucket", _foundation),

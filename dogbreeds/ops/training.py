@@ -16,9 +16,11 @@ import time
 from dataclasses import dataclass, field
 
 from dogbreeds.ops.aws import Aws, Stacks
-from dogbreeds.ops.config import AppConfig
+from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import EXIT_INTERRUPTED, OpsError, UsageError, client_error_code
-from stacks.contract import HYPERPARAMETERS, load_metrics_module
+from stacks.contract import load_metrics_module, training_hyperparameters
+
+HYPERPARAMETERS = training_hyperparameters().PIPELINE_HYPERPARAMETERS
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL_JOB_STATES = frozenset({"Completed", "Failed", "Stopped"})
@@ -313,7 +315,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
+def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     if args.poll_seconds <= 0:
         raise UsageError("--poll-seconds must be above 0")
     given = execution_input(args)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from dogbreeds.ops.aws import Aws, Stacks
-from dogbreeds.ops.config import AppConfig
+from dogbreeds.ops.config import Config
 from dogbreeds.ops.dataset import default_cache_dir
 from dogbreeds.ops.download import download
 from dogbreeds.ops.errors import OpsError, UsageError
@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, config: AppConfig, aws: Aws) -> int:
-    backbone = args.backbone or config.text("training_backbone")
+def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
+    backbone = args.backbone or config.settings.training_backbone
     if backbone not in TORCHVISION_WEIGHTS:
         raise UsageError(f"backbone {backbone!r}: accepted is one of {', '.join(TORCHVISION_WEIGHTS)}")
     if args.file is not None and not args.file.is_file():

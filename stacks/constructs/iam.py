@@ -1,113 +1,185 @@
-"""Least-privilege IAM statements that more than one stack writes."""
+"""Least-privilege IAM policies whose statements carry the reason for every wildcard they need.
+
+``Permissions.allow`` takes one statement and, when a resource holds a ``*``, the reason for it: the
+cdk-nag acknowledgment (``AwsSolutions-IAM5[Resource::...]``) is made from that same reason on the
+policy, so a wildcard is written once, beside its reason. A wildcard without a reason, or a reason
+without a wildcard, is refused when the stack is built. The helpers below add the statements more than
+one stack needs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 
-from aws_cdk import Aws
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from constructs import Construct
 
 from stacks.foundation import ArtifactBucketRef
+from stacks.nag import acknowledge, finding_resource
 
 
-def vpc_network_interface_statements(
-    vpc: ec2.IVpc, subnet_ids: Sequence[str], security_groups: Sequence[ec2.ISecurityGroup]
-) -> list[iam.PolicyStatement]:
+class Permissions:
+    """One inline policy of one role, built statement by statement."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, role: iam.IRole) -> None:
+        self.policy = iam.Policy(scope, construct_id, roles=[role])
+        self.stack = Stack.of(scope)
+
+    def allow(
+        self,
+        sid: str,
+        actions: Sequence[str],
+        resources: Sequence[str],
+        *,
+        conditions: Mapping[str, object] | None = None,
+        wildcard: str | None = None,
+    ) -> iam.PolicyStatement:
+        """Allow ``actions`` on ``resources``; ``wildcard`` says why the resources that hold a ``*`` need it."""
+        if any("*" in action for action in actions):
+            raise ValueError(f"{sid}: name each action; a wildcard action is never granted here: {list(actions)}")
+        wild = [r for r in resources if "*" in json.dumps(self.stack.resolve(r))]
+        if wild and not wildcard:
+            raise ValueError(f"{sid}: the wildcard resource(s) {wild} need their reason (wildcard=...)")
+        if wildcard and not wild:
+            raise ValueError(f"{sid}: a wildcard reason is given, but no resource of the statement has a wildcard")
+        statement = iam.PolicyStatement(
+            sid=sid, actions=list(actions), resources=list(resources), conditions=dict(conditions or {}) or None
+        )
+        self.policy.add_statements(statement)
+        for resource in wild:
+            finding = finding_resource(self.policy, resource)
+            acknowledge(self.policy, f"AwsSolutions-IAM5[Resource::{finding}]", wildcard or "")
+        return statement
+
+    def arn(self, service: str, resource: str, name: str | None = None, *, separator: str = "/") -> str:
+        """An ARN in this stack's partition, region and account (``Stack.format_arn``)."""
+        style = ArnFormat.COLON_RESOURCE_NAME if separator == ":" else ArnFormat.SLASH_RESOURCE_NAME
+        if name is None:
+            style = ArnFormat.NO_RESOURCE_NAME
+        return self.stack.format_arn(service=service, resource=resource, resource_name=name, arn_format=style)
+
+
+# --- statements more than one stack needs ---------------------------------------------------------
+
+NETWORK_DESCRIBE = (
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeDhcpOptions",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
+)
+SAGEMAKER_INTERFACES = (
+    "ec2:CreateNetworkInterface",
+    "ec2:CreateNetworkInterfacePermission",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DeleteNetworkInterfacePermission",
+)
+LAMBDA_INTERFACES = (
+    "ec2:CreateNetworkInterface",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+)
+NO_RESOURCE_LEVEL = "support no resource-level permissions"
+
+
+def allow_vpc_interfaces(
+    p: Permissions,
+    vpc: ec2.IVpc,
+    subnet_ids: Sequence[str],
+    security_groups: Sequence[ec2.ISecurityGroup],
+    *,
+    manage: Sequence[str] = SAGEMAKER_INTERFACES,
+    describe: Sequence[str] = NETWORK_DESCRIBE,
+    service: str = "SageMaker",
+) -> None:
     """What a service needs to attach its instances or functions to our subnets, and no other VPC's.
 
-    Creating an interface names the subnet, the security groups and the new interface; the
-    interface's own ARN is unknown beforehand, so it is scoped by the VPC condition instead.
-    The EC2 Describe* actions support no resource-level permissions (they need "*").
+    Creating an interface names the subnet and the security groups; the interface's own ARN is unknown
+    beforehand, so it is scoped by the VPC condition instead.
     """
-    region, account = Aws.REGION, Aws.ACCOUNT_ID
-    arn = f"arn:{Aws.PARTITION}:ec2:{region}:{account}"
-    interface_arn = f"{arn}:network-interface/*"
-    in_this_vpc = {"ArnEquals": {"ec2:Vpc": f"{arn}:vpc/{vpc.vpc_id}"}}
-    return [
-        iam.PolicyStatement(
-            sid="CreateInterfacesInOurSubnets",
-            actions=["ec2:CreateNetworkInterface"],
-            resources=[
-                *(f"{arn}:subnet/{subnet}" for subnet in subnet_ids),
-                *(f"{arn}:security-group/{sg.security_group_id}" for sg in security_groups),
-            ],
-        ),
-        iam.PolicyStatement(
-            sid="ManageInterfacesInOurVpc",
-            actions=[
-                "ec2:CreateNetworkInterface",
-                "ec2:CreateNetworkInterfacePermission",
-                "ec2:DeleteNetworkInterface",
-                "ec2:DeleteNetworkInterfacePermission",
-            ],
-            resources=[interface_arn],
-            conditions=in_this_vpc,
-        ),
-        iam.PolicyStatement(
-            sid="DescribeNetwork",
-            actions=[
-                "ec2:DescribeNetworkInterfaces",
-                "ec2:DescribeVpcs",
-                "ec2:DescribeDhcpOptions",
-                "ec2:DescribeSubnets",
-                "ec2:DescribeSecurityGroups",
-            ],
-            resources=["*"],
-        ),
-    ]
+    p.allow(
+        "CreateInterfacesInOurSubnets",
+        ["ec2:CreateNetworkInterface"],
+        [
+            *(p.arn("ec2", "subnet", subnet) for subnet in subnet_ids),
+            *(p.arn("ec2", "security-group", sg.security_group_id) for sg in security_groups),
+        ],
+    )
+    p.allow(
+        "ManageInterfacesInOurVpc",
+        list(manage),
+        [p.arn("ec2", "network-interface", "*")],
+        conditions={"ArnEquals": {"ec2:Vpc": p.arn("ec2", "vpc", vpc.vpc_id)}},
+        wildcard=f"{service} creates the interfaces with IDs not known before; the ec2:Vpc condition keeps "
+        "them in our VPC",
+    )
+    p.allow("DescribeNetwork", list(describe), ["*"], wildcard=f"the EC2 Describe* calls {NO_RESOURCE_LEVEL}")
 
 
-def bucket_prefix_statements(
+def allow_bucket_prefixes(
+    p: Permissions,
     bucket: ArtifactBucketRef,
     *,
     read: Sequence[str] = (),
     write: Sequence[str] = (),
     sid: str,
-) -> list[iam.PolicyStatement]:
+) -> None:
     """List, read and write under the given prefixes (each ends with '/') of one bucket, nothing else."""
-    statements = [
-        iam.PolicyStatement(
-            sid=f"{sid}List",
-            actions=["s3:ListBucket"],
-            resources=[bucket.bucket_arn],
-            conditions={"StringLike": {"s3:prefix": sorted({f"{p}*" for p in (*read, *write)})}},
-        )
-    ]
-    if read:
-        statements.append(
-            iam.PolicyStatement(
-                sid=f"{sid}Read",
-                actions=["s3:GetObject"],
-                resources=[bucket.objects_arn(p) for p in read],
-            )
-        )
-    if write:
-        statements.append(
-            iam.PolicyStatement(
-                sid=f"{sid}Write",
-                actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                resources=[bucket.objects_arn(p) for p in write],
-            )
-        )
-    return statements
 
+    def why(prefixes: Sequence[str]) -> str:
+        return (
+            f"objects under {', '.join(prefixes)} are named by the data set, the framework or the job that "
+            "writes them; the statement is limited to those prefixes"
+        )
 
-def kms_data_statement(key: kms.IKey, *, sid: str) -> iam.PolicyStatement:
-    """Encrypt and decrypt with the stack key (SSE-KMS objects, encrypted volumes)."""
-    return iam.PolicyStatement(
-        sid=sid,
-        actions=["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
-        resources=[key.key_arn],
+    p.allow(
+        f"{sid}List",
+        ["s3:ListBucket"],
+        [bucket.bucket_arn],
+        conditions={"StringLike": {"s3:prefix": sorted({f"{prefix}*" for prefix in (*read, *write)})}},
     )
+    if read:
+        p.allow(f"{sid}Read", ["s3:GetObject"], [bucket.objects_arn(x) for x in read], wildcard=why(read))
+    if write:
+        p.allow(
+            f"{sid}Write",
+            ["s3:PutObject", "s3:AbortMultipartUpload"],
+            [bucket.objects_arn(x) for x in write],
+            wildcard=why(write),
+        )
 
 
-def kms_grant_statement(key: kms.IKey, *, sid: str) -> iam.PolicyStatement:
+def allow_key_use(p: Permissions, key: kms.IKey, *, sid: str) -> None:
+    """Encrypt and decrypt with the stack key (SSE-KMS objects, encrypted volumes)."""
+    p.allow(sid, ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"], [key.key_arn])
+
+
+def allow_key_grants(p: Permissions, key: kms.IKey, *, sid: str) -> None:
     """Let an AWS service (and only a service) take a grant on the key for a volume it encrypts."""
-    return iam.PolicyStatement(
-        sid=sid,
-        actions=["kms:CreateGrant"],
-        resources=[key.key_arn],
-        conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+    p.allow(sid, ["kms:CreateGrant"], [key.key_arn], conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}})
+
+
+def allow_image_pull(p: Permissions, repositories: Sequence[str], *, sid: str) -> None:
+    """Pull from these ECR repositories only (the login token itself is account-wide)."""
+    p.allow(
+        sid,
+        ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+        sorted(set(repositories), key=str),
+    )
+    p.allow("EcrLogin", ["ecr:GetAuthorizationToken"], ["*"], wildcard=f"ecr:GetAuthorizationToken {NO_RESOURCE_LEVEL}")
+
+
+def allow_sagemaker_metrics(p: Permissions, *, sid: str) -> None:
+    """PutMetricData, limited by condition to SageMaker's namespaces (metrics have no ARN)."""
+    p.allow(
+        sid,
+        ["cloudwatch:PutMetricData"],
+        ["*"],
+        conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+        wildcard=f"cloudwatch:PutMetricData {NO_RESOURCE_LEVEL}; the condition limits it to SageMaker's namespaces",
     )

@@ -5,7 +5,7 @@ set -euo pipefail
 
 REGION="__REGION__"
 BUCKET="__BUCKET__"
-CODE_URI="__CODE_URI__"
+CODE_PARAMETER="__CODE_PARAMETER__"
 RUN_ID="__RUN_ID__"
 MODEL_KEY="__EC2_MODELS_PREFIX__${RUN_ID}/model.tar.gz"
 DESTINATION="s3://${BUCKET}/__EC2_MODELS_PREFIX__${RUN_ID}"
@@ -34,6 +34,8 @@ if [ "${found}" = "${MODEL_KEY}" ]; then
   exit 0
 fi
 
+# The code's S3 URI is read at start, not written here: a code change alone must not replace this instance.
+CODE_URI=$(aws ssm get-parameter --name "${CODE_PARAMETER}" --query Parameter.Value --output text --region "${REGION}")
 mkdir -p "${WORK}"/{code,data,model,output,pretrained,checkpoints}
 aws s3 cp "${CODE_URI}" "${WORK}/code.tar.gz" --region "${REGION}" --only-show-errors
 tar -xzf "${WORK}/code.tar.gz" -C "${WORK}/code"

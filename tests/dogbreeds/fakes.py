@@ -12,29 +12,35 @@ import boto3
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
+from stacks.names import LAMBDA_ALIAS, Names
+from stacks.settings import Settings
+
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
+# The deployment the fakes describe: cdk.json's defaults (the endpoint's name is a setting of its own).
+NAMES = Settings.load().names
 
 
-def stack_outputs(project: str = "dogbreeds", bucket: str = "dogbreeds-artifacts-test") -> dict[str, dict]:
+def stack_outputs(project: str = NAMES.project, bucket: str = "dogbreeds-artifacts-test") -> dict[str, dict]:
     """What a full deployment's DescribeStacks would answer: stack name -> outputs."""
-    arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{project}-training"
+    names = Names(project=project, endpoint=NAMES.endpoint)
+    function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{names.lambda_function}"
     return {
-        f"{project}-foundation": {"ArtifactBucketName": bucket, "KeyArn": "arn:aws:kms:eu-west-1:1:key/k"},
-        f"{project}-training": {
-            "StateMachineArn": arn,
-            "ModelParameterName": f"/{project}/model/data-url",
-            "MetricsParameterName": f"/{project}/model/metrics",
+        names.stack("foundation"): {"ArtifactBucketName": bucket, "KeyArn": "arn:aws:kms:eu-west-1:1:key/k"},
+        names.stack("training"): {
+            "StateMachineArn": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{names.state_machine}",
+            "ModelParameterName": names.model_parameter,
+            "MetricsParameterName": names.metrics_parameter,
         },
-        f"{project}-notebook": {"NotebookName": f"{project}-notebook"},
-        f"{project}-endpoint": {
-            "EndpointName": "dog-breed-classifier",
+        names.stack("notebook"): {"NotebookName": names.notebook},
+        names.stack("endpoint"): {
+            "EndpointName": names.endpoint,
             "ModelDataUrl": f"s3://{bucket}/models/job/output/model.tar.gz",
-            "DashboardName": f"{project}-endpoint",
+            "DashboardName": names.dashboard,
         },
-        f"{project}-invoker": {
-            "FunctionName": f"{project}-predict",
-            "AliasArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{project}-predict:live",
+        names.stack("invoker"): {
+            "FunctionName": names.lambda_function,
+            "AliasArn": f"{function_arn}:{LAMBDA_ALIAS}",
         },
     }
 

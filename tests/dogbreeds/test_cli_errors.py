@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dogbreeds.ops.errors import EXIT_AWS, EXIT_NOT_DEPLOYED, EXIT_USAGE
-from tests.dogbreeds.fakes import REGION, stack_outputs
+from tests.dogbreeds.fakes import NAMES, REGION, stack_outputs
 
 
 def test_no_region_is_a_clear_error(aws_env, run_cli):
@@ -62,14 +62,15 @@ def test_access_denied_names_the_operation(fake, run_cli):
 
 
 def test_stack_not_deployed_names_it_and_the_deploy_command(fake, run_cli):
-    del fake.stacks.stacks["dogbreeds-training"]
+    stack = NAMES.stack("training")
+    del fake.stacks.stacks[stack]
     result = run_cli("train", "--epochs", "3")
     assert result.code == EXIT_NOT_DEPLOYED
     assert result.err == (
-        f"error: The stack dogbreeds-training is not deployed in {REGION}: deploy it with "
-        "`npx cdk deploy dogbreeds-training` (or pass the --region / --profile it was deployed with).\n"
+        f"error: The stack {stack} is not deployed in {REGION}: deploy it with "
+        f"`npx cdk deploy {stack}` (or pass the --region / --profile it was deployed with).\n"
     )
-    assert fake.stacks.asked == ["dogbreeds-training"]
+    assert fake.stacks.asked == [stack]
 
 
 def test_stack_names_follow_context_overrides(fake, run_cli):
@@ -90,17 +91,18 @@ def test_options_after_the_command_work_too(fake, run_cli):
 
 
 def test_failed_stack_is_not_usable(fake, run_cli):
-    fake.stacks.stacks["dogbreeds-foundation"] = {"status": "ROLLBACK_COMPLETE", "outputs": {}}
+    fake.stacks.stacks[NAMES.stack("foundation")] = {"status": "ROLLBACK_COMPLETE", "outputs": {}}
     result = run_cli("upload-data", "--source", ".")
     assert result.code == EXIT_NOT_DEPLOYED
-    assert "The stack dogbreeds-foundation is ROLLBACK_COMPLETE" in result.err
+    assert f"The stack {NAMES.stack('foundation')} is ROLLBACK_COMPLETE" in result.err
 
 
 def test_missing_output_asks_for_a_new_deploy(fake, run_cli):
-    fake.stacks.stacks["dogbreeds-endpoint"] = {"outputs": {"DashboardName": "d"}}
+    fake.stacks.stacks[NAMES.stack("endpoint")] = {"outputs": {"DashboardName": "d"}}
     result = run_cli("predict", "--endpoint", "https://example.com/dog.jpg")
     assert result.code == EXIT_NOT_DEPLOYED
-    assert "has no output EndpointName" in result.err and "npx cdk deploy dogbreeds-endpoint" in result.err
+    assert "has no output EndpointName" in result.err
+    assert f"npx cdk deploy {NAMES.stack('endpoint')}" in result.err
 
 
 @pytest.mark.parametrize(
@@ -140,16 +142,22 @@ def test_help_documents_the_exit_codes(args, capsys):
     assert "4    a stack the command needs is not deployed" in out
 
 
-def test_cost_delegates_with_the_context(run_cli, monkeypatch):
-    from dogbreeds import cost
-
-    seen = []
-    monkeypatch.setattr(cost, "main", lambda argv: seen.append(argv) or 0)
-    assert run_cli("-c", "top_k=3", "cost", "--lambda-ms", "200", "-c", "endpoint_max_capacity=5").code == 0
-    assert seen == [["-c", "top_k=3", "-c", "endpoint_max_capacity=5", "--lambda-ms", "200"]]
+def test_cost_reads_the_context_before_and_after_the_command(fake, run_cli):
+    result = run_cli("-c", "endpoint_min_capacity=2", "cost", "--lambda-ms", "200", "-c", "endpoint_max_capacity=5")
+    assert result.code == 0, result.err
+    assert "2-5 x ml.g4dn.xlarge" in result.out
+    assert "200 ms x 512 MB" in result.out
+    assert fake.created == [] and fake.opened == []  # prices come from the table: no AWS session, no client
 
 
 def test_cost_prints_the_estimate(run_cli):
     result = run_cli("cost", "-c", "endpoint_max_capacity=5")
     assert result.code == 0
     assert "1-5 x ml.g4dn.xlarge" in result.out
+
+
+def test_cost_refuses_a_wrong_setting_like_every_command(run_cli):
+    result = run_cli("cost", "-c", "endpoint_min_capacity=4")
+    assert result.code == EXIT_USAGE
+    assert result.err == "error: endpoint_min_capacity=4 must not exceed endpoint_max_capacity=3.\n"
+    assert result.out == ""

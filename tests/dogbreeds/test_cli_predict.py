@@ -9,9 +9,10 @@ import json
 from botocore.response import StreamingBody
 
 from dogbreeds.ops.errors import EXIT_FAILED, EXIT_USAGE
-from tests.dogbreeds.fakes import ACCOUNT, REGION, serving
+from stacks.names import LAMBDA_ALIAS
+from tests.dogbreeds.fakes import ACCOUNT, NAMES, REGION, serving
 
-ALIAS = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:dogbreeds-predict:live"
+ALIAS = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAMES.lambda_function}:{LAMBDA_ALIAS}"
 URL = "https://example.com/Carolina-Dog-standing-outdoors.jpg"
 PREDICTIONS = [
     {"label": "Carolina dog", "index": 42, "probability": 0.91},
@@ -43,7 +44,7 @@ def test_a_url_goes_to_the_lambda_alias(fake, run_cli):
     body = {
         "predictions": PREDICTIONS,
         "model": MODEL,
-        "endpoint": "dog-breed-classifier",
+        "endpoint": NAMES.endpoint,
         "latency_ms": {"fetch": 41.2, "endpoint": 120.4, "total": 165.0},
     }
     fake.stub("lambda").add_response("invoke", lambda_answer(200, body), invoke_params({"url": URL, "top_k": 2}))
@@ -57,7 +58,8 @@ def test_a_url_goes_to_the_lambda_alias(fake, run_cli):
         "   2  Canaan dog           5.0%",
     ]
     assert "model: resnet50, 133 classes, version dogbreeds-train-0123456789ab" in result.out
-    assert "(Lambda dogbreeds-predict:live); Lambda reports fetch 41 ms, endpoint 120 ms, total 165 ms" in result.out
+    through = f"(Lambda {NAMES.lambda_function}:{LAMBDA_ALIAS})"
+    assert f"{through}; Lambda reports fetch 41 ms, endpoint 120 ms, total 165 ms" in result.out
 
 
 def test_a_local_file_goes_as_base64(fake, run_cli, tmp_path):
@@ -110,7 +112,7 @@ def test_endpoint_gets_the_bytes_and_top_k(fake, run_cli, tmp_path):
         "invoke_endpoint",
         {"Body": StreamingBody(io.BytesIO(raw), len(raw)), "ContentType": "application/json"},
         {
-            "EndpointName": "dog-breed-classifier",
+            "EndpointName": NAMES.endpoint,
             "ContentType": "application/x-image",
             "Accept": "application/json",
             "Body": b"\x89PNG fake",
@@ -121,7 +123,7 @@ def test_endpoint_gets_the_bytes_and_top_k(fake, run_cli, tmp_path):
     assert result.code == 0, result.err
     fake.assert_stubs_used()
     assert "   1  Carolina dog        91.0%" in result.out
-    assert "round trip (endpoint dog-breed-classifier)" in result.out
+    assert f"round trip (endpoint {NAMES.endpoint})" in result.out
     assert "lambda" not in fake.created
 
 
@@ -132,7 +134,7 @@ def test_endpoint_fetches_a_url_here_first(fake, run_cli):
             "invoke_endpoint",
             {"Body": StreamingBody(io.BytesIO(answer), len(answer))},
             {
-                "EndpointName": "dog-breed-classifier",
+                "EndpointName": NAMES.endpoint,
                 "ContentType": "application/x-image",
                 "Accept": "application/json",
                 "Body": b"JPEG bytes",
@@ -171,7 +173,7 @@ def test_a_missing_function_is_one_error_line(fake, run_cli):
 def test_a_missing_endpoint_is_one_error_line(fake, run_cli, tmp_path):
     image = tmp_path / "dog.jpg"
     image.write_bytes(b"jpeg")
-    message = f"Endpoint dog-breed-classifier of account {ACCOUNT} not found."
+    message = f"Endpoint {NAMES.endpoint} of account {ACCOUNT} not found."
     fake.stub("sagemaker-runtime").add_client_error("invoke_endpoint", "ValidationError", message)
     result = run_cli("predict", "--endpoint", str(image))
     assert result.code == EXIT_FAILED

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,6 @@ from dogbreeds.ops import preflight
 from dogbreeds.ops.errors import EXIT_AWS, EXIT_FAILED, EXIT_USAGE
 from tests.cfn_values import Deployment
 from tests.dogbreeds.fakes import ACCOUNT, REGION
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 G4DN_TRAINING = "ml.g4dn.xlarge for training job usage"
 G4DN_SPOT = "ml.g4dn.xlarge for spot training job usage"
@@ -229,26 +226,26 @@ def test_short_training_quota_prints_the_request(fake, account, run_cli):
 
 
 def test_a_quota_that_cannot_be_raised_says_to_change_the_settings(fake, account, run_cli):
-    enough(account, sagemaker={G4DN_TRAINING: 40}, fixed=frozenset({PER_JOB}))
-    result = run_cli("preflight", "-c", "training_instance_count=30", "-c", "tuning_enabled=false")
+    enough(account, sagemaker={G4DN_TRAINING: 40, PER_JOB: 10}, fixed=frozenset({PER_JOB}))
+    result = run_cli("preflight", "-c", "training_instance_count=16", "-c", "tuning_enabled=false")
     fake.assert_stubs_used()
     assert result.code == EXIT_FAILED
     assert result.err == SHORT_ERROR.format(2, 8)
     assert result.out.startswith(
         f"Service quotas in {REGION} for the settings of dogbreeds "
-        "(cdk.json, -c training_instance_count=30 -c tuning_enabled=false):\n"
+        "(cdk.json, -c training_instance_count=16 -c tuning_enabled=false):\n"
     )
-    assert row(result, G4DN_TRAINING) == ["final training job", "30", "40", "OK", f"sagemaker: {G4DN_TRAINING}"]
-    assert row(result, ALL_TRAINING)[1:4] == ["30", "4", "SHORT"]
-    assert row(result, PER_JOB)[1:4] == ["30", "20", "SHORT"]
+    assert row(result, G4DN_TRAINING) == ["final training job", "16", "40", "OK", f"sagemaker: {G4DN_TRAINING}"]
+    assert row(result, ALL_TRAINING)[1:4] == ["16", "4", "SHORT"]
+    assert row(result, PER_JOB)[1:4] == ["16", "10", "SHORT"]
     assert PARALLEL_TRIALS not in result.out  # tuning is off
     assert "  - tuning_enabled=false: tuning's quotas are not checked.\n" in result.out
     assert fix_lines(result) == [
-        "  Number of instances across all training jobs (SHORT): 30 needed, 4 available.",
+        "  Number of instances across all training jobs (SHORT): 16 needed, 4 available.",
         "    aws service-quotas request-service-quota-increase --service-code sagemaker --quota-code L-00C91CB5 "
-        "--desired-value 30 --region eu-west-1",
+        "--desired-value 16 --region eu-west-1",
         "    https://eu-west-1.console.aws.amazon.com/servicequotas/home/services/sagemaker/quotas/L-00C91CB5",
-        "  Maximum number of instances per training job (SHORT): 30 needed, 20 available; not adjustable: change "
+        "  Maximum number of instances per training job (SHORT): 16 needed, 10 available; not adjustable: change "
         "training_instance_count.",
     ]
 
@@ -397,34 +394,35 @@ def test_lambda_concurrency_without_an_applied_value_reads_the_default(fake, acc
 
 
 def test_an_instance_type_not_offered_in_the_region_is_not_found(fake, account, run_cli):
+    """Types botocore knows (the settings accept them) that the region does not offer."""
     account.ec2.add_client_error(
         "describe_instance_types",
         "InvalidInstanceType",
-        "The following supplied instance types do not exist: [g9.xlarge]",
-        expected_params={"InstanceTypes": ["g9.xlarge"]},
+        "The following supplied instance types do not exist: [g6.xlarge]",
+        expected_params={"InstanceTypes": ["g6.xlarge"]},
     )
     account.applied("sagemaker", ENOUGH, pages=2)
     account.defaults("sagemaker", OTHER, pages=2)  # not there either
     account.concurrency(1000)
     result = run_cli(
-        "preflight", "-c", "endpoint_instance_type=ml.g9.xlarge", "-c", "ec2_training_instance_type=g9.xlarge"
+        "preflight", "-c", "endpoint_instance_type=ml.g6.xlarge", "-c", "ec2_training_instance_type=g6.xlarge"
     )
     fake.assert_stubs_used()  # EC2's quotas were not listed: there is nothing to compare
     assert result.code == EXIT_FAILED
     assert result.err == SHORT_ERROR.format(2, 11)
-    assert row(result, "ml.g9.xlarge for endpoint usage") == [
+    assert row(result, "ml.g6.xlarge for endpoint usage") == [
         "endpoint, blue/green update",
         "6",
         "-",
         "NOT FOUND",
-        "sagemaker: ml.g9.xlarge for endpoint usage",
+        "sagemaker: ml.g6.xlarge for endpoint usage",
     ]
     assert row(result, G_AND_VT) == ["EC2 training instance", "-", "-", "NOT FOUND", f"ec2: {G_AND_VT}"]
     assert fix_lines(result) == [
-        "  ml.g9.xlarge for endpoint usage (NOT FOUND): Service Quotas has no quota 'ml.g9.xlarge for endpoint usage' "
+        "  ml.g6.xlarge for endpoint usage (NOT FOUND): Service Quotas has no quota 'ml.g6.xlarge for endpoint usage' "
         "for sagemaker in eu-west-1: the type may not be offered in this region; choose another region or change "
         "endpoint_instance_type, endpoint_max_capacity.",
-        "  Running On-Demand G and VT instances (NOT FOUND): EC2 does not offer g9.xlarge in eu-west-1: choose another "
+        "  Running On-Demand G and VT instances (NOT FOUND): EC2 does not offer g6.xlarge in eu-west-1: choose another "
         "type (ec2_training_instance_type).",
     ]
 
@@ -583,7 +581,18 @@ def test_no_credentials_is_a_clear_error(aws_env, monkeypatch, run_cli):
 def test_a_bad_setting_is_a_usage_error_before_any_call(fake, account, run_cli):
     result = run_cli("preflight", "-c", "training_instance_count=two")
     assert result.code == EXIT_USAGE
-    assert result.err == "error: training_instance_count=two: accepted is a whole number.\n"
+    assert result.err == 'error: training_instance_count="two": accepted is a whole number.\n'
+    assert fake.created == []
+
+
+def test_an_instance_type_botocore_does_not_know_is_a_usage_error(fake, account, run_cli):
+    result = run_cli("preflight", "-c", "endpoint_instance_type=ml.g9.xlarge")
+    assert result.code == EXIT_USAGE
+    assert result.err.startswith(
+        'error: endpoint_instance_type="ml.g9.xlarge": accepted is a SageMaker endpoint instance type such as '
+        "ml.g4dn.xlarge (botocore "
+    )
+    assert fake.created == []
 
 
 def test_help_names_the_permissions(capsys):
@@ -598,11 +607,12 @@ def test_help_names_the_permissions(capsys):
 def test_the_stacks_behave_as_preflight_assumes(assembly):
     """The synthesized templates: tuning ends before the final job starts, trials are 1 on-demand instance, no warm
     pools; the endpoint updates blue/green keeping its instance count; the Lambda reserves the configured count."""
-    settings = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    settings, names = assembly.settings, assembly.settings.names
     deployment = Deployment.from_directory(assembly.directory)
-    training = deployment.templates["dogbreeds-training"]
+    training_stack = names.stack("training")
+    training = deployment.templates[training_stack]
     (machine,) = [r for r in training["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
-    states = json.loads(deployment.resolve("dogbreeds-training", machine["Properties"]["DefinitionString"]))["States"]
+    states = json.loads(deployment.resolve(training_stack, machine["Properties"]["DefinitionString"]))["States"]
     tune = states["Tune hyperparameters"]
     assert tune["Resource"].endswith(":createHyperParameterTuningJob.sync") and tune["Next"] == "Train"
     assert states["Train"]["Resource"].endswith(":createTrainingJob.sync")
@@ -612,12 +622,12 @@ def test_the_stacks_behave_as_preflight_assumes(assembly):
     assert tune["Arguments"]["HyperParameterTuningJobConfig"]["Strategy"] == "Bayesian"
     assert "KeepAlivePeriodInSeconds" not in json.dumps(states)
 
-    endpoint = deployment.templates["dogbreeds-endpoint"]
+    endpoint = deployment.templates[names.stack("endpoint")]
     (props,) = [r["Properties"] for r in endpoint["Resources"].values() if r["Type"] == "AWS::SageMaker::Endpoint"]
     policy = props["DeploymentConfig"]["BlueGreenUpdatePolicy"]
     assert policy["TerminationWaitInSeconds"] == preflight.BLUE_GREEN_WAIT_MINUTES * 60
     assert props["RetainAllVariantProperties"] is True
 
-    invoker = deployment.templates["dogbreeds-invoker"]
+    invoker = deployment.templates[names.stack("invoker")]
     (function,) = [r["Properties"] for r in invoker["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
-    assert function["ReservedConcurrentExecutions"] == settings["lambda_reserved_concurrency"]
+    assert function["ReservedConcurrentExecutions"] == settings.lambda_reserved_concurrency

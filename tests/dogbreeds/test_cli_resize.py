@@ -15,20 +15,21 @@ import pytest
 from dogbreeds import cli
 from dogbreeds.ops import resize
 from dogbreeds.ops.errors import EXIT_FAILED, EXIT_NOT_DEPLOYED, EXIT_USAGE
-from tests.dogbreeds.fakes import ACCOUNT, REGION
+from tests.dogbreeds.fakes import ACCOUNT, NAMES, REGION
 
-ENDPOINT = "dog-breed-classifier"
+ENDPOINT = NAMES.endpoint
 RESOURCE_ID = f"endpoint/{ENDPOINT}/variant/AllTraffic"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 POLICY = "dogbreedsendpointScalableTargetInvocationsPerInstance20FEF3FB"
 OLD, NEW = "ml.g4dn.xlarge", "ml.g5.xlarge"
-DEPLOY = ["npx", "cdk", "deploy", "dogbreeds-endpoint", "-c", f"endpoint_instance_type={NEW}"]
+STACK = NAMES.stack("endpoint")
+DEPLOY = ["npx", "cdk", "deploy", STACK, "-c", f"endpoint_instance_type={NEW}"]
 
 
 @pytest.fixture
 def deployed(fake):
     """The endpoint stack's outputs, and the registration CloudFormation made (moto)."""
-    fake.stacks.stacks["dogbreeds-endpoint"].update(ScalableTargetResourceId=RESOURCE_ID, ScalingPolicyName=POLICY)
+    fake.stacks.stacks[STACK].update(ScalableTargetResourceId=RESOURCE_ID, ScalingPolicyName=POLICY)
     register_as_cloudformation_did()
     return fake
 
@@ -152,7 +153,7 @@ def test_resize_deregisters_deploys_and_registers_again(deployed, monkeypatch, n
         assert step in out
     assert f"deleted scaling policy {POLICY}" in out
     assert f"deregistered {RESOURCE_ID}" in out
-    assert "npx cdk deploy dogbreeds-endpoint -c endpoint_instance_type=ml.g5.xlarge" in out
+    assert f"npx cdk deploy {STACK} -c endpoint_instance_type={NEW}" in out
     assert f"registered {RESOURCE_ID}: 1 to 3 instances" in out
     assert f"scaling policy {POLICY}: 70 invocations per instance" in out
     # -c given to one deploy is undone by the next one without it: the command says so.
@@ -238,7 +239,7 @@ def test_a_failed_deploy_restores_autoscaling_on_the_type_still_served(deployed,
     assert result.err == (
         f"error: the deploy failed (exit code 1); the endpoint serves on {OLD}, and autoscaling is registered "
         "again on it. The stack's events (CloudFormation console, or `aws cloudformation describe-stack-events "
-        "--stack-name dogbreeds-endpoint`) say what failed; fix it and run dogbreeds resize-endpoint again.\n"
+        f"--stack-name {STACK}`) say what failed; fix it and run dogbreeds resize-endpoint again.\n"
     )
     assert_registered_as_the_settings_say()
 
@@ -268,9 +269,7 @@ def test_no_deploy_deregisters_and_prints_the_deploy_to_run(deployed, monkeypatc
     assert result.code == 0, result.err
     assert deploy.calls == []
     assert registration() == ([], [])
-    assert (
-        "Now deploy: AWS_REGION=eu-west-1 npx cdk deploy dogbreeds-endpoint -c endpoint_instance_type=ml.g5.xlarge"
-    ) in result.out
+    assert (f"Now deploy: AWS_REGION=eu-west-1 npx cdk deploy {STACK} -c endpoint_instance_type={NEW}") in result.out
     assert "then run dogbreeds resize-endpoint again" in result.out
 
 
@@ -321,7 +320,7 @@ def test_the_registration_matches_the_stack(deployed, monkeypatch, assembly, run
     _, target = one(template, "AWS::ApplicationAutoScaling::ScalableTarget")
     _, policy = one(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
     outputs = {key: value["Value"] for key, value in template["Outputs"].items()}
-    deployed.stacks.stacks["dogbreeds-endpoint"].update(
+    deployed.stacks.stacks[STACK].update(
         ScalableTargetResourceId=outputs["ScalableTargetResourceId"], ScalingPolicyName=outputs["ScalingPolicyName"]
     )
     stub_endpoint(deployed, OLD)

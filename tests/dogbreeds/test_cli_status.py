@@ -9,9 +9,10 @@ import boto3
 import pytest
 from botocore.stub import ANY
 
-from tests.dogbreeds.fakes import ACCOUNT, REGION
+from stacks.names import LAMBDA_ALIAS
+from tests.dogbreeds.fakes import ACCOUNT, NAMES, REGION
 
-ENDPOINT = "dog-breed-classifier"
+ENDPOINT = NAMES.endpoint
 
 
 @pytest.fixture
@@ -19,13 +20,13 @@ def trained(fake):
     """A state machine with one execution, and the handed-off model parameter (moto)."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
     arn = sfn.create_state_machine(
-        name="dogbreeds-training",
+        name=NAMES.state_machine,
         definition=json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}),
         roleArn=f"arn:aws:iam::{ACCOUNT}:role/pipeline",
     )["stateMachineArn"]
     sfn.start_execution(stateMachineArn=arn, name="run-7")
     boto3.client("ssm", region_name=REGION).put_parameter(
-        Name="/dogbreeds/model/data-url", Value="s3://bucket/models/run-7/output/model.tar.gz", Type="String"
+        Name=NAMES.model_parameter, Value="s3://bucket/models/run-7/output/model.tar.gz", Type="String"
     )
 
 
@@ -34,8 +35,8 @@ def stub_endpoint(fake, *, current: int = 2, desired: int = 3, notebook: bool = 
     if notebook:
         sm.add_response(
             "describe_notebook_instance",
-            {"NotebookInstanceName": "dogbreeds-notebook", "NotebookInstanceStatus": "Stopped"},
-            {"NotebookInstanceName": "dogbreeds-notebook"},
+            {"NotebookInstanceName": NAMES.notebook, "NotebookInstanceStatus": "Stopped"},
+            {"NotebookInstanceName": NAMES.notebook},
         )
     sm.add_response(
         "describe_endpoint",
@@ -78,9 +79,9 @@ def test_status_shows_the_whole_system(fake, bucket, trained, run_cli):
     s3 = boto3.client("s3", region_name=REGION)
     for key in ("datasets/dogImages/train/1/a.jpg", "datasets/dogImages/valid/1/b.jpg", "pretrained/resnet50-x.pth"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"x")
-    fake.stacks.stacks["dogbreeds-notebook"] = {
+    fake.stacks.stacks[NAMES.stack("notebook")] = {
         "status": "UPDATE_ROLLBACK_COMPLETE",  # still usable: the last good deployment's outputs
-        "outputs": {"NotebookName": "dogbreeds-notebook"},
+        "outputs": {"NotebookName": NAMES.notebook},
     }
     stub_endpoint(fake)
     fake.stub("application-autoscaling").add_response(
@@ -107,7 +108,7 @@ def test_status_shows_the_whole_system(fake, bucket, trained, run_cli):
     stub_metrics(fake, [30, 60, 0, 15])
     lam = fake.stub("lambda")
     lam.add_response(
-        "get_function_concurrency", {"ReservedConcurrentExecutions": 10}, {"FunctionName": "dogbreeds-predict"}
+        "get_function_concurrency", {"ReservedConcurrentExecutions": 10}, {"FunctionName": NAMES.lambda_function}
     )
     lam.add_response(
         "get_provisioned_concurrency_config",
@@ -117,7 +118,7 @@ def test_status_shows_the_whole_system(fake, bucket, trained, run_cli):
             "AllocatedProvisionedConcurrentExecutions": 1,
             "Status": "READY",
         },
-        {"FunctionName": "dogbreeds-predict", "Qualifier": "live"},
+        {"FunctionName": NAMES.lambda_function, "Qualifier": LAMBDA_ALIAS},
     )
 
     result = run_cli("status")
@@ -132,19 +133,20 @@ def test_status_shows_the_whole_system(fake, bucket, trained, run_cli):
     assert "  data set (datasets/dogImages/): train/, valid/ (dogbreeds upload-data)" in out
     assert "  pretrained weights (pretrained/): resnet50-x.pth (dogbreeds upload-weights)" in out
     assert "Training: last execution run-7 RUNNING (started " in out
-    assert "  model handed off (/dogbreeds/model/data-url): s3://bucket/models/run-7/output/model.tar.gz" in out
-    assert "Notebook dogbreeds-notebook: Stopped" in out
+    assert f"  model handed off ({NAMES.model_parameter}): s3://bucket/models/run-7/output/model.tar.gz" in out
+    assert f"Notebook {NAMES.notebook}: Stopped" in out
     assert f"Endpoint {ENDPOINT}: InService" in out
     assert "  variant AllTraffic: 2 instance(s), scaling to 3; autoscaling 1 to 3" in out
     assert (
         "  invocations per minute, last 15 min: average 7.0, peak 60, total 105 (minutes with calls: 30 60 0 15)"
     ) in out
-    assert "Lambda dogbreeds-predict: reserved concurrency 10" in out
+    assert f"Lambda {NAMES.lambda_function}: reserved concurrency 10" in out
     assert "  alias live: provisioned concurrency READY, 1 of 1 allocated" in out
 
 
 def test_status_with_only_the_foundation(fake, bucket, run_cli):
-    fake.stacks.stacks = {"dogbreeds-foundation": fake.stacks.stacks["dogbreeds-foundation"]}
+    foundation = NAMES.stack("foundation")
+    fake.stacks.stacks = {foundation: fake.stacks.stacks[foundation]}
     result = run_cli("status")
     assert result.code == 0, result.err
     assert result.out.count("not deployed") == 5
@@ -154,7 +156,7 @@ def test_status_with_only_the_foundation(fake, bucket, run_cli):
 
 
 def test_status_shows_what_it_may_not_read(fake, trained, run_cli):
-    for name in ("dogbreeds-foundation", "dogbreeds-notebook", "dogbreeds-invoker"):
+    for name in (NAMES.stack("foundation"), NAMES.stack("notebook"), NAMES.stack("invoker")):
         del fake.stacks.stacks[name]
     stub_endpoint(fake, current=1, desired=1, notebook=False)  # not deployed: not described
     fake.stub("application-autoscaling").add_client_error("describe_scalable_targets", "AccessDeniedException", "no")
@@ -175,5 +177,5 @@ def test_status_without_provisioned_concurrency(fake, run_cli):
     )
     result = run_cli("status")
     assert result.code == 0, result.err
-    assert "Lambda dogbreeds-predict: no reserved concurrency" in result.out
+    assert f"Lambda {NAMES.lambda_function}: no reserved concurrency" in result.out
     assert "  alias live: no provisioned concurrency" in result.out

@@ -10,14 +10,14 @@ import pytest
 
 from dogbreeds.ops import training
 from dogbreeds.ops.errors import EXIT_FAILED, EXIT_INTERRUPTED
-from tests.dogbreeds.fakes import ACCOUNT, REGION
+from tests.dogbreeds.fakes import ACCOUNT, NAMES, REGION
 
-STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:dogbreeds-training"
-EXECUTION = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:dogbreeds-training:run-1"
+STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{NAMES.state_machine}"
+EXECUTION = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{NAMES.state_machine}:run-1"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-TUNING_JOB = "dogbreeds-hpo-0123456789ab"
+TUNING_JOB = f"{NAMES.job_name_prefix}-hpo-0123456789ab"
 TRIAL = f"{TUNING_JOB[:19]}-001-1a2b3c4d"
-TRAINING_JOB = "dogbreeds-train-0123456789ab"
+TRAINING_JOB = f"{NAMES.job_name_prefix}-train-0123456789ab"
 MODEL = f"s3://bucket/models/{TRAINING_JOB}/output/model.tar.gz"
 
 
@@ -126,7 +126,7 @@ def logs_params(job: str, start: int) -> dict:
 def test_no_follow_starts_the_state_machine_with_only_what_was_set(fake, run_cli):
     sfn = boto3.client("stepfunctions", region_name=REGION)
     arn = sfn.create_state_machine(
-        name="dogbreeds-training",
+        name=NAMES.state_machine,
         definition=json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": True}}}),
         roleArn=f"arn:aws:iam::{ACCOUNT}:role/pipeline",
     )["stateMachineArn"]
@@ -260,7 +260,7 @@ def test_follows_tuning_and_training_to_the_model(fake, run_cli, no_sleep):
         f"  [{TRAINING_JOB} algo-1] test_loss=0.6; test_accuracy=0.83;",
         f"Execution SUCCEEDED. Model: {MODEL}",
         "  test_accuracy=0.83",
-        "`npx cdk deploy dogbreeds-endpoint`",
+        f"`npx cdk deploy {NAMES.stack('endpoint')}`",
     ]
     positions = [out.index(text) for text in expected_in_order]
     assert positions == sorted(positions)

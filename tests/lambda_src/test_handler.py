@@ -13,7 +13,7 @@ import pytest
 import fetch
 import handler
 from dogbreeds.local.runtime import ModelResponse, ServiceFault
-from tests.lambda_src.conftest import CREDENTIALS, ENDPOINT
+from tests.fake_runtime import CREDENTIALS, ENDPOINT
 from tests.lambda_src.servers import (
     BMP,
     GIF,
@@ -343,10 +343,10 @@ def test_an_internal_failure_of_the_service_is_a_502_after_retries(settings, cli
     assert len(model.calls) == 3
 
 
-def test_an_endpoint_slower_than_the_read_timeout_is_a_504(runtime, settings, model):
+def test_an_endpoint_slower_than_the_read_timeout_is_a_504(fake_runtime, settings, model):
     impatient = dataclasses.replace(settings, endpoint_timeout=0.2, endpoint_attempts=1)
     model.delay = 0.5
-    client = handler.make_client(impatient, endpoint_url=runtime.url, **CREDENTIALS)
+    client = handler.make_client(impatient, endpoint_url=fake_runtime.url, **CREDENTIALS)
     assert_error(
         call({"image_base64": B64}, impatient, client), 504, "the model endpoint did not answer in time; retry later"
     )
@@ -466,11 +466,11 @@ def test_a_misconfigured_function_answers_500_and_logs_why(fresh_module, monkeyp
 
 
 def test_the_entry_point_reads_the_environment_and_honours_the_runtime_endpoint_url(
-    fresh_module, monkeypatch, runtime, model
+    fresh_module, monkeypatch, fake_runtime, model
 ):
     monkeypatch.setenv("ENDPOINT_NAME", ENDPOINT)
     monkeypatch.setenv("ENDPOINT_TIMEOUT_SECONDS", "7")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", fake_runtime.url)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
@@ -480,7 +480,7 @@ def test_the_entry_point_reads_the_environment_and_honours_the_runtime_endpoint_
     second = handler.handler({"image_base64": B64}, FakeContext())
     assert first["statusCode"] == second["statusCode"] == 200
     assert handler._client is client  # created once, reused by the warm invocation
-    assert client.meta.endpoint_url == runtime.url
+    assert client.meta.endpoint_url == fake_runtime.url
     assert [call.custom_attributes for call in model.calls] == [None, None]
     config = client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (2.0, 7.0)

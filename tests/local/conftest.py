@@ -1,8 +1,9 @@
 """Local mode's steps, built once per session at small sizes: an image set, a training job, the served model.
 
-``trained_job`` runs the real SageMaker training toolkit with two processes under torchrun (a few
-seconds at these sizes); ``runtime`` serves its model through the real inference toolkit behind a
-``RuntimeServer``; ``runtime_client`` is a plain boto3 client for it.
+``trained_job`` is the session's one SageMaker training job (tests/training/sagemaker_job.py, shared with
+tests/training): the real training toolkit runs train.py with two processes under torchrun, as local mode
+runs it; ``runtime`` serves its model through the real inference toolkit behind a ``RuntimeServer``;
+``runtime_client`` is a plain boto3 client for it.
 """
 
 from __future__ import annotations
@@ -18,20 +19,10 @@ import pytest
 from dogbreeds.local import training_job
 from dogbreeds.local.imagesets import DEFAULT_SIZE, image_for_class, make_image_set
 from dogbreeds.local.packaging import deploy_model, package_model
+from tests.training import sagemaker_job
 
 CLASSES = ("001.Affenpinscher", "042.Carolina_dog", "103.Mastiff")
 ENDPOINT = "dog-breed-classifier"
-# Two processes of 8-image batches: each gets 24 of the 48 training images.
-TINY_HYPERPARAMETERS = {
-    "backbone": "resnet18",
-    "pretrained": "none",
-    "image_size": 32,
-    "batch_size": 8,
-    "epochs": 2,
-    "workers": 0,
-    "sagemaker_torch_distributed_enabled": True,
-    "sagemaker_mpi_num_of_processes_per_host": 2,
-}
 # main() with these options takes seconds: 3 classes of 16 training images, 1 epoch, 2 processes.
 TINY_DEMO = ("--classes", "3", "--images-per-class", "16", "--epochs", "1")
 
@@ -66,17 +57,11 @@ def photo() -> bytes:
 
 
 @pytest.fixture(scope="session")
-def trained_job(image_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+def trained_job(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """The training step: the toolkit runs train.py under torchrun (2 processes) in a stand-in /opt/ml."""
-    work = tmp_path_factory.mktemp("training")
-    archive = training_job.build_code_archive(work / "build")
-    job = training_job.lay_out_job(work / "opt-ml", {"training": image_set}, TINY_HYPERPARAMETERS, archive)
-    process = training_job.start_job(job)
-    try:
-        log, _ = process.communicate(timeout=300)
-    finally:
-        training_job.stop_process(process)
-    return Trained(job, log, process.returncode)
+    shared = sagemaker_job.sagemaker_job(tmp_path_factory)
+    assert sagemaker_job.CLASSES == CLASSES
+    return Trained(shared.job, shared.log, shared.status)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from dogbreeds.local import demo, training_job
+from stacks.settings import Settings
+from tests.helpers import one
 from tests.local.conftest import TINY_DEMO
 from tests.local.processes import children_of, port_is_open, processes_mentioning
 
@@ -54,7 +56,7 @@ def test_the_demo_runs_every_step_and_leaves_nothing_behind(
     children_before = children_of(os.getpid())
     modules_before = {name: sys.modules.get(name) for name in ("inference", "model", "images", "handler", "fetch")}
 
-    status = demo.main([*TINY_DEMO, "--templates", str(templates)])
+    status = demo.main([*TINY_DEMO, "--templates", str(templates), "-c", "endpoint_name=local-demo"])
 
     output, errors = capsys.readouterr()
     assert status == 0, output + errors
@@ -70,8 +72,10 @@ def test_the_demo_runs_every_step_and_leaves_nothing_behind(
     assert re.search(r"^ +epoch +train loss +train acc +valid loss +valid acc +seconds$", output, re.M)
     assert re.search(r"^ +curves: \S+/opt-ml/output/data/curves\.png$", output, re.M)
     assert re.search(r"model\.tar\.gz \([\d.]+ MB\)", output)
-    assert "classes.json, code/images.py, code/inference.py, code/model.py, model.pth, model_config.json" in output
     assert "a body that is no image: ModelError, OriginalStatusCode 400" in output
+    # The endpoint's name is the setting's (-c here), in the runtime and in the Lambda's environment.
+    assert re.search(r"^ +SageMaker runtime: http://127\.0\.0\.1:\d+, endpoint local-demo$", output, re.M)
+    assert re.search(r"^ +environment: ENDPOINT_NAME=local-demo, ", output, re.M)
     assert re.search(
         r'^ +event \{"url": "http://127\.0\.0\.1:\d+/Carolina-Dog-standing-outdoors\.jpg"\}$', output, re.M
     )
@@ -92,6 +96,12 @@ def test_the_demo_runs_every_step_and_leaves_nothing_behind(
     assert re.search(r"^Done in [\d.]+ s\.$", output, re.M)
     assert_nothing_left(output, children_before)
     assert {name: sys.modules.get(name) for name in modules_before} == modules_before
+    # The archive holds the artifact train.py writes and the serving code beside it (training/model.py names both;
+    # imported only now, as the demo must leave no `model` module behind).
+    from model import ARTIFACT_FILES, SERVING_CODE_DIR, SERVING_FILES
+
+    members = sorted([*ARTIFACT_FILES, *(f"{SERVING_CODE_DIR}/{name}" for name in SERVING_FILES)])
+    assert re.search(rf"^ +{re.escape(', '.join(members))}$", output, re.M)
 
 
 def test_a_failed_training_job_stops_the_demo_with_the_job_s_failure_reason(
@@ -162,7 +172,8 @@ def test_ctrl_c_while_the_servers_run_stops_them_all(
     monkeypatch.setattr(demo, "show_lambda_response", interrupted)
     children_before = children_of(os.getpid())
 
-    status = demo.main(list(TINY_DEMO))
+    # One training process: what is interrupted here are the servers, not the (two-process) training job.
+    status = demo.main([*TINY_DEMO, "--processes", "1"])
 
     output, errors = capsys.readouterr()
     assert status == 130
@@ -197,3 +208,35 @@ def test_a_number_below_one_is_refused_before_anything_starts(capsys: pytest.Cap
         demo.main(["--processes", "0"])
     assert exited.value.code == 2
     assert "argument --processes: expected a whole number of at least 1, got '0'" in capsys.readouterr().err
+
+
+def test_the_lambda_runs_with_the_environment_the_invoker_stack_sets(assembly) -> None:
+    """The synthesized invoker's variables, with local mode's changes on top: only those, and only these."""
+    settings = assembly.settings
+    _, function = one(
+        assembly.template("invoker"), "AWS::Lambda::Function", {"FunctionName": settings.names.lambda_function}
+    )
+    deployed = function["Properties"]["Environment"]["Variables"]
+    url = "http://127.0.0.1:9"
+
+    local = demo.function_variables(Settings.load(), url)
+
+    assert local == {**deployed, **demo.LOCAL_MODE_ENVIRONMENT, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url}
+    assert set(demo.LOCAL_MODE_ENVIRONMENT) & set(deployed) == {"ALLOW_HTTP_URLS"}  # the loopback image server
+    assert deployed["ALLOW_HTTP_URLS"] == "false"
+
+
+def test_the_lambda_s_environment_follows_the_settings() -> None:
+    local = demo.function_variables(Settings.load(["lambda_max_image_mb=2", "endpoint_name=other"]), "http://x")
+    assert (local["MAX_IMAGE_BYTES"], local["ENDPOINT_NAME"]) == (str(2 * 1024 * 1024), "other")
+
+
+def test_a_wrong_setting_stops_the_demo_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["-c", "lambda_max_image_mb=9", "-c", "endpoint_nam=x"]) == 2
+    output, errors = capsys.readouterr()
+    assert output == ""  # no work folder, no step
+    assert sorted(errors.splitlines()) == [
+        "error: endpoint_nam is not a setting. Did you mean endpoint_name? The settings are listed in the README and "
+        "in cdk.json.",
+        "error: lambda_max_image_mb=9: accepted is a whole number from 1 to 4.",
+    ]

@@ -19,7 +19,19 @@ from dogbreeds.local.fileserver import FileServer
 from dogbreeds.local.lambda_host import LambdaFunction
 from tests.local.conftest import CLASSES, ENDPOINT, Served, Trained
 
-ARTIFACT = {"model.pth", "classes.json", "model_config.json", "code/inference.py", "code/model.py", "code/images.py"}
+# The session's one SageMaker job (torchrun): its readers run on the worker that ran it (pytest -n).
+pytestmark = pytest.mark.xdist_group("sagemaker-job")
+
+
+ARTIFACT = {
+    "model.pth",
+    "classes.json",
+    "model_config.json",
+    "code/inference.py",
+    "code/model.py",
+    "code/images.py",
+    "code/hyperparameters.py",
+}
 LABELS = {name.split(".", 1)[1].replace("_", " ") for name in CLASSES}  # "Carolina dog", ...
 
 

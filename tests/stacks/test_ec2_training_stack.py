@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -58,7 +59,6 @@ def test_user_data_is_valid_bash():
         pytest.importorskip("stacks.settings").Settings.from_mapping(pytest.importorskip("stacks.settings").defaults()),
         region="eu-west-1",
         bucket="bucket",
-        code_uri="s3://assets/code.tar.gz",
     )
     result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -110,6 +110,26 @@ def test_changing_the_run_id_launches_a_new_run(tmp_path, assembly):
             assert json.loads(changed.template_path(name).read_text()) == template, f"{name} changed"
 
 
+def test_a_code_change_alone_leaves_the_instance_alone(ec2_training, settings):
+    """The user data (whose change replaces the instance) names the code's SSM parameter, not the code asset:
+    new code is picked up by the next run, and does not start one."""
+    _, instance = one(ec2_training, "AWS::EC2::Instance")
+    parts = instance["Properties"]["UserData"]["Fn::Base64"]["Fn::Join"][1]
+    assert [p for p in parts if not isinstance(p, str)] == [
+        {"Ref": "AWS::Region"},
+        {"Fn::ImportValue": "dogbreeds-artifact-bucket"},
+    ]
+    user_data = "".join(p for p in parts if isinstance(p, str))
+    assert re.search(r"[0-9a-f]{64}", user_data) is None, f"no asset (hash) in the user data: {user_data}"
+    assert "CODE_URI=$(aws ssm get-parameter" in user_data
+    assert f'CODE_PARAMETER="{settings.names.ec2_code_parameter}"' in user_data
+    parameter_id, parameter = one(ec2_training, "AWS::SSM::Parameter", {"Name": settings.names.ec2_code_parameter})
+    assert arn_text(parameter["Properties"]["Value"]).endswith(".gz")
+    read = policy_statements(ec2_training, "Policy")["ReadCodeUri"]
+    assert read["Action"] == "ssm:GetParameter"
+    assert arn_text(read["Resource"]).endswith(f":parameter<{parameter_id}>"), "the parameter's name starts with /"
+
+
 def test_a_replacement_never_overwrites_a_finished_run(ec2_training):
     """A replacement that keeps the run id (new code, a new Deep Learning AMI behind the SSM parameter, the
     first deploy of this version) starts the instance again: it must leave the finished run's model alone."""
@@ -131,9 +151,7 @@ def test_the_finished_run_check_in_bash(tmp_path, model_exists):
     """Run the user data's start with a fake `aws` and `shutdown`: an existing model ends the run at once."""
     from stacks.settings import Settings, defaults
 
-    script = user_data_script(
-        Settings.from_mapping(defaults()), region="eu-west-1", bucket="bucket", code_uri="s3://assets/code.tar.gz"
-    )
+    script = user_data_script(Settings.from_mapping(defaults()), region="eu-west-1", bucket="bucket")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
@@ -141,6 +159,7 @@ def test_the_finished_run_check_in_bash(tmp_path, model_exists):
     (bin_dir / "aws").write_text(
         f'#!/bin/bash\necho "aws $*" >> {calls}\n'
         f'if [ "$2" = list-objects-v2 ]; then echo {listed}; exit 0; fi\n'
+        f'if [ "$1 $2" = "ssm get-parameter" ]; then echo s3://assets/code.tar.gz; exit 0; fi\n'
         # Stop the run right after the check: the test is about what happens before training.
         f'if [ "$2" = cp ] && [[ "$3" == s3://assets/* ]]; then exit 99; fi\nexit 0\n'
     )

@@ -314,11 +314,13 @@ def test_lambda_role_is_exactly_invoke_endpoint_logs_and_networking(invoker):
         "CreateInterfacesInOurSubnets": ["ec2:CreateNetworkInterface"],
         "ManageInterfacesInOurVpc": [
             "ec2:AssignPrivateIpAddresses",
+            "ec2:CreateNetworkInterface",
             "ec2:DeleteNetworkInterface",
             "ec2:UnassignPrivateIpAddresses",
         ],
-        "DescribeInterfaces": ["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"],
+        "DescribeNetwork": ["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"],
     }
+    assert "ec2:Vpc" in statements["ManageInterfacesInOurVpc"]["Condition"]["ArnEquals"]
     assert arn_text(statements["InvokeEndpoint"]["Resource"]).endswith(ENDPOINT_ARN_SUFFIX)
     log_group_id, _ = one(invoker, "AWS::Logs::LogGroup")
     assert refs(statements["OwnLogs"]["Resource"]) == {log_group_id}

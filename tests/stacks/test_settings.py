@@ -15,8 +15,16 @@ import botocore.session
 import pytest
 from aws_cdk import App
 
-from stacks.images import dlami_torch_minor, framework_versions, torch_minor
-from stacks.settings import INSTANCE_TYPE_MEMBERS, Settings, SettingsError, defaults, instance_types
+from stacks.contract import training_hyperparameters
+from stacks.settings import (
+    INSTANCE_TYPE_MEMBERS,
+    TRAINING_HYPERPARAMETERS,
+    Settings,
+    SettingsError,
+    defaults,
+    instance_types,
+)
+from stacks.versions import dlami_torch_minor, framework_versions, torch_minor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,9 +150,18 @@ def test_bad_value_gives_its_exact_message(overrides, message):
 
 
 def test_framework_version_must_be_in_sagemaker_core_tables():
-    (problem,) = _error(training_framework_version="9.9.9")
-    assert problem.startswith('training_framework_version="9.9.9": accepted is a PyTorch training container')
+    (problem,) = _error(training_framework_version="2.5.9")
+    assert problem.startswith('training_framework_version="2.5.9": accepted is a PyTorch training container')
     assert "2.10.0" in problem
+
+
+def test_the_cli_reads_the_settings_without_sagemaker_cores_tables():
+    """Settings.load (the CLI, the demo) leaves the image versions to the app, which needs the images."""
+    values = {**defaults(), "training_framework_version": "2.5.9"}
+    with pytest.raises(SettingsError):
+        Settings.from_mapping(values)
+    assert Settings.from_mapping(values, check_images=False).training_framework_version == "2.5.9"
+    assert Settings.load(["training_framework_version=2.5.9"]).training_framework_version == "2.5.9"
 
 
 # --- instance types: the enums of botocore's service models ------------------------------------------------
@@ -240,10 +257,10 @@ def test_context_strings_from_the_cdk_cli_are_checked_the_same_way():
     """``cdk synth -c training_instance_type=ml.g4dn.xlarg``: the value arrives as a context string."""
     app = App(context={"training_instance_type": "ml.g4dn.xlarg", "endpoint_instance_type": "ml.g5.xlarge"})
     with pytest.raises(SettingsError) as err:
-        Settings.from_app(app)
+        Settings.from_context(app.node.get_all_context())
     assert err.value.problems == [_instance_type_message("training_instance_type", "ml.g4dn.xlarg", "ml.g4dn.xlarge")]
     app = App(context={"training_instance_type": "ml.g5.xlarge", "ec2_training_instance_type": "g5.xlarge"})
-    settings = Settings.from_app(app)
+    settings = Settings.from_context(app.node.get_all_context())
     assert (settings.training_instance_type, settings.ec2_training_instance_type) == ("ml.g5.xlarge", "g5.xlarge")
 
 
@@ -269,7 +286,7 @@ def test_a_training_container_newer_than_the_serving_one_is_refused():
     assert _error(training_framework_version="2.10.0") == [
         'training_framework_version="2.10.0" must not be newer than inference_framework_version="2.6.0" '
         "(major.minor): a model saved by torch 2.10 may not load under the endpoint's torch 2.6. Accepted is a "
-        "training container version of 2.6 or older, such as 2.6.0."
+        "training container version of 2.6 or older."
     ]
 
 
@@ -286,7 +303,7 @@ def test_an_older_serving_container_names_both_training_sides():
     assert _error(inference_framework_version="2.5.1") == [
         'training_framework_version="2.6.0" must not be newer than inference_framework_version="2.5.1" '
         "(major.minor): a model saved by torch 2.6 may not load under the endpoint's torch 2.5. Accepted is a "
-        "training container version of 2.5 or older, such as 2.5.1.",
+        "training container version of 2.5 or older.",
         f'ec2_training_ami_parameter="{AMI_26}" names PyTorch 2.6, which must not be newer than '
         'inference_framework_version="2.5.1" (major.minor): a model saved by torch 2.6 may not load under the '
         "endpoint's torch 2.5. Accepted is the parameter of a PyTorch 2.5 or older Deep Learning AMI, such as "
@@ -376,3 +393,32 @@ def test_readme_documents_every_setting_with_its_default():
     assert set(rows) == set(Settings.keys())
     for key, value in defaults().items():
         assert rows[key] == json.dumps(value), key
+
+
+# --- train.py's hyperparameters: one definition, in training/hyperparameters.py ----------------------------
+
+
+@pytest.mark.parametrize(("key", "name"), sorted(TRAINING_HYPERPARAMETERS.items()))
+def test_hyperparameter_settings_accept_exactly_what_train_py_accepts(key, name):
+    """Each such setting is checked by train.py's own definition: the edges pass, one step beyond fails."""
+    kind = training_hyperparameters().HYPERPARAMETERS[name].kind
+    inside, outside = _edges(kind)
+    base = {**defaults(), "tuning_learning_rate_min": 1e-7, "tuning_learning_rate_max": 1 - 1e-7}
+    for value in inside:
+        Settings.from_mapping({**base, key: value}, check_images=False)
+    for value in outside:
+        with pytest.raises(SettingsError) as err:
+            Settings.from_mapping({**base, key: value}, check_images=False)
+        assert f"{key}={json.dumps(value)}: accepted is {kind.accepted}." in err.value.problems
+
+
+def _edges(kind) -> tuple[list, list]:
+    if hasattr(kind, "values"):
+        return list(kind.values), ["resnet9000"]
+    if hasattr(kind, "low") and isinstance(kind.low, int):
+        return [kind.low, kind.high], [kind.low - 1, kind.high + 1]
+    return [kind.low + 1e-6, kind.high - 1e-6], [kind.low, kind.high]
+
+
+def test_patience_zero_means_never_stop_early_as_in_train_py():
+    assert Settings.from_mapping({**defaults(), "training_patience": 0}, check_images=False).training_patience == 0

@@ -13,6 +13,7 @@ from cfnlint.api import ManualArgs, lint
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser, ASLParserException
 
 import metrics
+from stacks.contract import training_hyperparameters
 from stacks.training_pipeline import ATTEMPT_ID_LENGTH, RUN_ID_LENGTH, training_instance_types
 from tests.cfn_values import Deployment
 from tests.stacks.stepfunctions_local import JobOutcome, LocalPipeline
@@ -468,3 +469,37 @@ def test_each_execution_gets_its_own_job_names(pipeline):
     first = succeeded(pipeline, {"tune": False}).call("Train")["TrainingJobName"]
     second = succeeded(pipeline, {"tune": False}).call("Train")["TrainingJobName"]
     assert first.split("-")[2] != second.split("-")[2]
+
+
+# --- the input checks accept exactly what train.py accepts (training/hyperparameters.py) --------------------
+
+
+def _edge_values(kind) -> tuple[list, object]:
+    """Values train.py accepts at the edges of ``kind``, and one it refuses."""
+    if hasattr(kind, "values"):
+        return list(kind.values), "not-" + kind.values[0]
+    if hasattr(kind, "low") and isinstance(kind.low, int):
+        return [kind.low, kind.high], kind.high + 1
+    if hasattr(kind, "low"):
+        return [kind.low + 1e-6, kind.high - 1e-6], kind.high
+    return ([True, False, "auto"] if kind.accepts("auto") else [True, False]), "yes"
+
+
+def test_input_checks_accept_exactly_what_train_py_accepts(pipeline):
+    train = training_hyperparameters()
+    edges = {name: _edge_values(train.HYPERPARAMETERS[name].kind) for name in train.PIPELINE_HYPERPARAMETERS}
+    # Every accepted edge value reaches the training job: run i sets each hyperparameter to its i-th edge value.
+    for i in range(max(len(accepted) for accepted, _ in edges.values())):
+        given = {name: accepted[min(i, len(accepted) - 1)] for name, (accepted, _) in edges.items()}
+        assert all(train.HYPERPARAMETERS[name].kind.accepts(value) for name, value in given.items()), given
+        hp = succeeded(pipeline, {"tune": False, "hyperparameters": given}).call("Train")["HyperParameters"]
+        for name, value in given.items():
+            expected = json.dumps(value) if isinstance(value, str | bool) else None
+            assert hp[name] == expected if expected else float(hp[name]) == value, (name, value, hp[name])
+    # One value just outside each: all refused at once, each with train.py's own wording.
+    refused = {name: outside for name, (_, outside) in edges.items()}
+    assert not any(train.HYPERPARAMETERS[name].kind.accepts(value) for name, value in refused.items())
+    result = pipeline.run({"tune": False, "hyperparameters": refused})
+    assert (result.status, result.error) == ("FAILED", "InvalidInput")
+    messages = [f"hyperparameters.{name} must be {train.HYPERPARAMETERS[name].kind.accepted}." for name in refused]
+    assert result.cause == "The execution input was refused: " + " ".join(messages)

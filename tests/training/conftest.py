@@ -1,54 +1,24 @@
-"""Running train.py the way jobs run it (a subprocess, torchrun), on small generated image sets.
+"""Small generated image sets, train.py's runs that several test modules read, and the session's SageMaker job.
 
-The helpers are fixtures (``run_train``, ``tiny``) so that test modules need not import this file.
+train.py runs in this process (``running.train_here``) wherever one process shows what is tested; under
+torchrun or the SageMaker toolkit only where separate processes are the point (``running.train_under_torchrun``,
+``sagemaker_job``).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.imagesets import make_image_set
+from tests.training import sagemaker_job as shared
+from tests.training.running import TINY, Run, finished_run
 
-REPO = Path(__file__).resolve().parents[2]
-TRAIN_PY = REPO / "training" / "train.py"
-VENV_BIN = Path(sys.executable).parent
-# resnet18 from random weights on 32-pixel crops of 48x40 images: an epoch takes well under a second.
-TINY = ("--backbone", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "8", "--workers", "0")
-_LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def _job_env(**extra: str) -> dict[str, str]:
-    """This environment without SageMaker or torchrun variables, with the venv's scripts first on PATH."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("SM_", "SAGEMAKER_")) and name not in _LAUNCH_VARIABLES
-    }
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env | extra
-
-
-def _run_train(*args: str | Path, cwd: Path, processes: int = 1) -> subprocess.CompletedProcess[str]:
-    """``python train.py ARGS``, or under ``torchrun`` with ``processes`` processes, in ``cwd``."""
-    launcher = (
-        [sys.executable] if processes == 1 else [VENV_BIN / "torchrun", "--standalone", f"--nproc-per-node={processes}"]
-    )
-    return subprocess.run(
-        [*map(str, launcher), str(TRAIN_PY), *map(str, args)],
-        cwd=cwd,
-        env=_job_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+# The whole run's options: it stops early (patience 1) within EPOCHS.
+EPOCHS = 6
+PATIENCE = 1
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +34,19 @@ def image_set_copy(image_set: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def run_train() -> Callable[..., subprocess.CompletedProcess[str]]:
-    return _run_train
-
-
-@pytest.fixture(scope="session")
 def tiny() -> tuple[str, ...]:
     """Options for a fast run: resnet18 from random weights, 32-pixel crops, batches of 8, no workers."""
     return TINY
+
+
+@pytest.fixture(scope="session")
+def trained(image_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """A whole run in one process, stopped early by --patience: its metric lines, outputs and artifact."""
+    work = tmp_path_factory.mktemp("run")
+    return finished_run(work, "--data-dir", image_set, *TINY, "--epochs", EPOCHS, "--patience", PATIENCE)
+
+
+@pytest.fixture(scope="session")
+def sagemaker_job(tmp_path_factory: pytest.TempPathFactory) -> shared.SharedJob:
+    """The session's one SageMaker training job: the toolkit, torchrun, two processes (tests/training/sagemaker_job)."""
+    return shared.sagemaker_job(tmp_path_factory)

@@ -1,42 +1,30 @@
-"""Serving inference.py the way the SageMaker PyTorch inference container does, in-process.
+"""Serving inference.py the way the SageMaker PyTorch inference container does, in-process, and a stand-in model.
 
-In the container, SageMaker extracts ``model.tar.gz`` into ``/opt/ml/model``; the toolkit starts TorchServe
-with ``PYTHONPATH=/opt/ml/model/code`` and ``default_service_handler`` set to its ``HandlerService``;
-each TorchServe worker imports nothing of ours until ``HandlerService.initialize(context)``, which imports
-``$SAGEMAKER_PROGRAM`` and calls ``model_fn``; then each request is ``handle([{"body": bytearray}],
-context)``, with the same context object carrying the request's headers. ``Endpoint`` does the same with
-the real toolkit; only TorchServe itself (a Java server) is replaced by ``ServerContext``
-(``dogbreeds.local.torchserve``, which local mode's ``ModelWorker`` uses too).
+The worker is local mode's own (``dogbreeds.local.serving.ModelWorker``): the real toolkit's ``HandlerService``
+imports ``$SAGEMAKER_PROGRAM`` from the model's ``code/`` as a fresh TorchServe worker does and answers each
+request through a stand-in for TorchServe's context (``dogbreeds.local.torchserve``).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import random
 import struct
-import sys
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from PIL import Image, ImageDraw
-from sagemaker_pytorch_serving_container.handler_service import HandlerService
 from torch import nn
 
 from dogbreeds.local.packaging import deploy_model, package_model
+from dogbreeds.local.serving import Answer, ModelWorker
 from dogbreeds.local.torchserve import RequestProcessor, ServerContext
 from model import ModelConfig, build_model, eval_transform, save_artifact, save_serving_code
 
 # Re-exported: the tests import them from here.
-__all__ = ["RequestProcessor", "ServerContext", "deploy_model", "package_model"]
-
-# The modules of training/ that a fresh worker has not imported yet.
-SERVING_MODULES = ("inference", "model", "images")
-CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+__all__ = ["Answer", "ModelWorker", "RequestProcessor", "ServerContext", "deploy_model", "package_model"]
 
 # A stand-in model that tells red-on-white patterns apart; its class folders are named like dogImages'.
 PATTERNS = ("Red", "White", "Red_left", "Red_right", "Red_top", "Red_bottom")
@@ -99,63 +87,15 @@ def fit_stand_in_model(model_dir: Path) -> Path:
     return model_dir
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    phrase: str  # the HTTP reason phrase
-    content_type: str | None
-    body: str
+def start_endpoint(model_dir: Path, **environment: str) -> ModelWorker:
+    """A fresh worker on the deployed ``model_dir``, the model's environment ``environment`` (``TOP_K=...``).
 
-    @property
-    def message(self) -> str:
-        """The first line of an error body: the message without the traceback the toolkit appends."""
-        return self.body.split("\n", 1)[0]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Endpoint:
-    """One TorchServe worker running the real ``HandlerService`` on a deployed model directory."""
-
-    def __init__(self, model_dir: Path) -> None:
-        self.context = ServerContext(model_dir)
-        self.service = HandlerService()
-        self.service.initialize(self.context)
-
-    @property
-    def served(self) -> Any:
-        """What model_fn returned (the toolkit keeps it for every request)."""
-        return self.service._service._model
-
-    def invoke(
-        self, body: bytes, content_type: str | None, *, accept: str | None = None, custom_attributes: str | None = None
-    ) -> Response:
-        headers = {"Content-Type": content_type, "Accept": accept, CUSTOM_ATTRIBUTES_HEADER: custom_attributes}
-        self.context.request_processor = [RequestProcessor({k: v for k, v in headers.items() if v is not None})]
-        self.context.status, self.context.content_type = None, None
-        [body_out] = self.service.handle([{"body": bytearray(body)}], self.context)
-        status, phrase = self.context.status or (200, "")
-        return Response(status, phrase, self.context.content_type, body_out)
-
-
-def start_endpoint(model_dir: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Endpoint:
-    """An ``Endpoint`` that imports the code from ``model_dir/code`` as a fresh worker does, with ``env`` set.
-
-    Everything changed here (environment, ``sys.path``, the imported modules) is undone after the test.
+    The worker imports the serving code from ``model_dir/code``, not this process's training/, and leaves
+    nothing of it importable, nor the environment changed.
     """
-    code_dir = str(model_dir / "code")
-    monkeypatch.setenv("SAGEMAKER_PROGRAM", "inference.py")
-    monkeypatch.setenv("PYTHONPATH", code_dir)  # as the toolkit sets it before starting TorchServe
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.syspath_prepend(code_dir)  # what PYTHONPATH does for the worker process
-    for name in SERVING_MODULES:  # forget the modules this test process imported from training/
-        monkeypatch.setitem(sys.modules, name, None)  # records the original, restored after the test
-        del sys.modules[name]
-    endpoint = Endpoint(model_dir)
-    assert Path(sys.modules["inference"].__file__).parent == model_dir / "code"
-    return endpoint
+    worker = ModelWorker(model_dir, environment=environment)
+    assert worker.program == model_dir / "code" / "inference.py"
+    return worker
 
 
 def reencoded(image: Image.Image, image_format: str, **params: Any) -> Image.Image:

@@ -1,18 +1,15 @@
 """Head-only fine-tuning on cached backbone features (--cache-features), and the frozen backbone's eval mode.
 
-The cached path must train the same head as the uncached path without augmentation, keep everything
-train.py guarantees (metric lines, metrics.json, a full-model artifact, resumption, DDP), and the
-backbone of a --trainable head run, cached or not, must keep its BatchNorm statistics.
+The cached path (train.FeatureEpochs) must train the same head as the uncached path (train.ImageEpochs)
+without augmentation, keep everything train.py guarantees (metric lines, metrics.json, a full-model
+artifact, resumption, DDP), and the backbone of a --trainable head run, cached or not, must keep its
+BatchNorm statistics. The runs happen in this process, but for the two processes of the DDP test.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import data
@@ -25,6 +22,7 @@ import train
 from metrics import parse_metrics
 from model import MODEL_DIR_ENTRIES, eval_transform, load_artifact
 from tests.imagesets import DEFAULT_CLASSES, make_image_set
+from tests.training.running import Run, finished_run, train_here, train_under_torchrun
 
 EPOCHS = 3
 HEAD = ("--trainable", "head", "--epochs", EPOCHS, "--patience", 0)
@@ -32,45 +30,18 @@ HISTORY_METRICS = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy
 CACHED_LINE = r"cached the backbone's features of this process's (\d+) (train|valid) images in [\d.]+ s"
 
 
-def last_line(text: str) -> str:
-    return text.strip().splitlines()[-1]
-
-
-@dataclass(frozen=True)
-class Run:
-    stdout: str
-    metrics: dict[str, list[float]]
-    model_dir: Path
-    output_dir: Path
-
-    @property
-    def history(self) -> list[dict]:
-        return json.loads((self.output_dir / train.METRICS_FILE).read_text())["history"]
-
-
-def head_run(
-    run_train: Callable[..., subprocess.CompletedProcess[str]], work: Path, *args: object, processes: int = 1
-) -> Run:
-    result = run_train(
-        *args, "--model-dir", work / "model", "--output-dir", work / "output", cwd=work, processes=processes
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return Run(result.stdout, parse_metrics(result.stdout), work / "model", work / "output")
-
-
 @pytest.fixture(scope="module")
-def runs(
-    image_set: Path,
-    run_train: Callable[..., subprocess.CompletedProcess[str]],
-    tiny: tuple[str, ...],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> dict[str, Run]:
+def runs(image_set: Path, tiny: tuple[str, ...], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     """The same head-only run two ways: cached (the default), and uncached without augmentation."""
     options = {"cached": (), "uncached": ("--cache-features", "false", "--augment", "false")}
     return {
-        name: head_run(run_train, tmp_path_factory.mktemp(name), "--data-dir", image_set, *tiny, *HEAD, *extra)
+        name: finished_run(tmp_path_factory.mktemp(name), "--data-dir", image_set, *tiny, *HEAD, *extra)
         for name, extra in options.items()
     }
+
+
+def history(run: Run) -> list[dict]:
+    return run.summary["history"]
 
 
 # --- the options ----------------------------------------------------------------------------------------------
@@ -108,12 +79,19 @@ def test_the_options_default_to_auto_and_take_the_sagemaker_spellings() -> None:
     assert (args.cache_features, args.augment) == ("false", "true")
 
 
-@pytest.mark.parametrize("argv", [["--cache-features", "maybe"], ["--augment", "sometimes"], ["--cache-features"]])
-def test_invalid_option_values_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        train.get_args_parser().parse_args(argv)
-    if len(argv) == 2:
-        assert f"expected auto, true or false, got '{argv[1]}'" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cache-features", "maybe"], 'argument --cache-features/--cache_features: expected true, false or "auto"'),
+        (["--augment", "sometimes"], 'argument --augment: expected true, false or "auto"'),
+        (["--cache-features"], "argument --cache-features/--cache_features: expected one argument"),
+    ],
+)
+def test_invalid_option_values_are_refused(argv: list[str], message: str) -> None:
+    result = train_here(*argv)
+    assert result.returncode == 2
+    got = f", got '{argv[1]}'" if len(argv) == 2 else ""
+    assert result.error == f"train.py: error: {message}{got}"
 
 
 @pytest.mark.parametrize(
@@ -137,14 +115,12 @@ def test_contradictory_options_are_refused_with_one_message(options: dict[str, s
     assert str(refused.value) == message
 
 
-def test_contradictory_options_stop_the_run_with_one_line_before_any_work(
-    run_train: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
-) -> None:
+def test_contradictory_options_stop_the_run_with_one_line_before_any_work(tmp_path: Path) -> None:
     # No data set at all: the options are checked first.
-    result = run_train("--data-dir", tmp_path / "missing", "--cache-features", "true", cwd=tmp_path)
+    result = train_here("--data-dir", tmp_path / "missing", "--cache-features", "true")
     assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert last_line(result.stderr).startswith("train.py: error: --cache-features true needs --trainable head ")
+    assert result.stderr.startswith("train.py: error: --cache-features true needs --trainable head ")
+    assert result.stderr.count("\n") == 1  # one line, no traceback
 
 
 def test_the_options_are_part_of_what_defines_a_run() -> None:
@@ -176,7 +152,7 @@ def test_the_features_are_computed_once_in_the_first_epoch(runs: dict[str, Run])
 def test_the_cached_run_writes_every_output_and_a_full_model_artifact(runs: dict[str, Run], image_set: Path) -> None:
     run = runs["cached"]
     assert sorted(path.name for path in run.model_dir.iterdir()) == sorted(MODEL_DIR_ENTRIES)
-    assert [row["epoch"] for row in run.history] == list(range(1, EPOCHS + 1))
+    assert [row["epoch"] for row in history(run)] == list(range(1, EPOCHS + 1))
     assert len(run.metrics["valid_loss"]) == EPOCHS + 1
     assert run.metrics["valid_loss"][-1] == min(run.metrics["valid_loss"][:-1])
     assert (run.output_dir / train.CURVES_FILE).is_file()
@@ -207,36 +183,34 @@ def test_a_frozen_backbone_keeps_its_batchnorm_statistics(runs: dict[str, Run], 
 
 
 def test_an_interrupted_cached_run_resumes_with_the_features_computed_again(
-    image_set: Path,
-    runs: dict[str, Run],
-    run_train: Callable[..., subprocess.CompletedProcess[str]],
-    tiny: tuple[str, ...],
-    tmp_path: Path,
+    image_set: Path, runs: dict[str, Run], tiny: tuple[str, ...], tmp_path: Path
 ) -> None:
-    args = ("--data-dir", image_set, *tiny, *HEAD, "--model-dir", tmp_path / "model", "--output-dir", tmp_path / "out")
-    first = run_train(*args, "--stop-after-epoch", 1, cwd=tmp_path)
+    args = ("--data-dir", image_set, *tiny, *HEAD)
+    first = train_here(
+        *args, "--model-dir", tmp_path / "model", "--output-dir", tmp_path / "output", "--stop-after-epoch", 1
+    )
     assert first.returncode == train.EXIT_STOPPED, first.stderr
     assert parse_metrics(first.stdout)["epoch"] == [1]
 
-    second = run_train(*args, cwd=tmp_path)
-    assert second.returncode == 0, second.stderr
-    assert "resuming after epoch 1" in second.stdout
-    assert [split for _, split in re.findall(CACHED_LINE, second.stdout)] == ["train", "valid"]
-    assert parse_metrics(second.stdout)["epoch"] == [2, 3]
+    resumed = finished_run(tmp_path, *args)
+    assert "resuming after epoch 1" in resumed.stdout
+    assert [split for _, split in re.findall(CACHED_LINE, resumed.stdout)] == ["train", "valid"]
+    assert resumed.metrics["epoch"] == [2, 3]
     # Interrupted or not, the same run: the same history and test metrics as the uninterrupted cached run.
-    resumed = Run(second.stdout, parse_metrics(second.stdout), tmp_path / "model", tmp_path / "out")
-    for row, expected in zip(resumed.history, runs["cached"].history, strict=True):
+    for row, expected in zip(history(resumed), history(runs["cached"]), strict=True):
         for name in HISTORY_METRICS:
             assert row[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), (row["epoch"], name)
     assert resumed.metrics["test_loss"] == pytest.approx(runs["cached"].metrics["test_loss"], rel=1e-4)
     assert sorted(path.name for path in (tmp_path / "model").iterdir()) == sorted(MODEL_DIR_ENTRIES)
 
 
-def test_two_processes_each_cache_their_shard_and_train_one_head(
-    run_train: Callable[..., subprocess.CompletedProcess[str]], tiny: tuple[str, ...], tmp_path: Path
-) -> None:
+def test_two_processes_each_cache_their_shard_and_train_one_head(tiny: tuple[str, ...], tmp_path: Path) -> None:
+    """The cached path under DDP: the backbone copied from rank 0 to rank 1 (whose own seed differs), each rank
+    caching its shard, the head's gradients averaged: both ranks end with the same weights."""
     images = make_image_set(tmp_path / "dogImages", per_split={"train": 12, "valid": 5, "test": 3})
-    run = head_run(run_train, tmp_path, "--data-dir", images, *tiny, *HEAD, processes=2)
+    outputs = ("--model-dir", tmp_path / "model", "--output-dir", tmp_path / "output")
+    run = train_under_torchrun("--data-dir", images, *tiny, *HEAD, *outputs, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
     log = run.stdout
     cached = re.findall(rf"^\[rank (\d)\] {CACHED_LINE}$", log, re.MULTILINE)
     # train: 36 images in two shards of 18; valid: 15 images, 8 and 7, each scored once.
@@ -245,6 +219,6 @@ def test_two_processes_each_cache_their_shard_and_train_one_head(
     digests = dict(re.findall(r"^\[rank (\d)\] final weights sha256 ([0-9a-f]{64})$", log, re.MULTILINE))
     assert sorted(digests) == ["0", "1"]
     assert digests["0"] == digests["1"]
-    model, _, _ = load_artifact(run.model_dir)
+    model, _, _ = load_artifact(tmp_path / "model")
     assert train.state_digest(model) == digests["0"]
     assert run.metrics["epoch"] == [1, 2, 3]

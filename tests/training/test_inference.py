@@ -1,8 +1,9 @@
 """inference.py served through the real SageMaker inference toolkit, as the PyTorch inference container runs it.
 
 The model is a stand-in (inference_fixtures.fit_stand_in_model) that tells red-on-white patterns apart,
-packaged as model.tar.gz and deployed as on an endpoint instance. Each test starts a fresh worker
-(inference_fixtures.start_endpoint) and sends requests with the headers SageMaker sends.
+packaged as model.tar.gz and deployed as on an endpoint instance. Local mode's worker
+(dogbreeds.local.serving.ModelWorker) serves it, one per module and one for each model environment a test
+sets, and the tests send requests with the headers SageMaker sends.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from model import readable_label
 from tests.training.inference_fixtures import (
     CLASS_NAMES,
     RED,
-    Endpoint,
+    Answer,
+    ModelWorker,
     RequestProcessor,
-    Response,
     ServerContext,
     deploy_model,
     encoded,
@@ -52,9 +53,10 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return deploy_model(archive, root / "opt" / "ml" / "model")
 
 
-@pytest.fixture
-def endpoint(deployed: Path, monkeypatch: pytest.MonkeyPatch) -> Endpoint:
-    return start_endpoint(deployed, monkeypatch)
+@pytest.fixture(scope="module")
+def endpoint(deployed: Path) -> ModelWorker:
+    """A worker with the model's default environment; it keeps no state between requests, as TorchServe's."""
+    return start_endpoint(deployed)
 
 
 def b64(data: bytes) -> str:
@@ -69,16 +71,16 @@ def json_body(**fields: object) -> bytes:
     return json.dumps(fields).encode()
 
 
-def top_label(response: Response) -> str:
-    assert response.status == 200, response.body
+def top_label(response: Answer) -> str:
+    assert response.status == 200, response.text
     return response.json()["predictions"][0]["label"]
 
 
-def assert_error(response: Response, status: int, message: str) -> None:
+def assert_error(response: Answer, status: int, message: str) -> None:
     """The toolkit's error response: the status, the message as reason phrase, then the message and a traceback."""
     assert (response.status, response.message) == (status, message)
     assert response.phrase == message
-    assert response.body.startswith(f"{message}\nTraceback (most recent call last):\n")
+    assert response.text.startswith(f"{message}\nTraceback (most recent call last):\n")
 
 
 # --- the contract with the toolkit and the model server -------------------------------------------------------
@@ -90,14 +92,14 @@ def test_model_fn_loads_the_artifact_without_network_access(deployed: Path, monk
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    served = start_endpoint(deployed, monkeypatch).served
+    served = start_endpoint(deployed).model
     assert served.labels == tuple(LABELS)
     assert served.version == hashlib.sha256((deployed / "model.pth").read_bytes()).hexdigest()[:12]
     assert (served.device.type, served.network.training, served.default_top_k) == ("cpu", False, 5)
 
 
-def test_a_jpeg_answers_the_top_5_with_readable_labels_and_the_model(endpoint: Endpoint, deployed: Path) -> None:
-    response = endpoint.invoke(jpeg("Red_left"), "image/jpeg")
+def test_a_jpeg_answers_the_top_5_with_readable_labels_and_the_model(endpoint: ModelWorker, deployed: Path) -> None:
+    response = endpoint.answer(jpeg("Red_left"), "image/jpeg")
     assert (response.status, response.content_type) == (200, JSON)
     answer = response.json()
     assert set(answer) == {"predictions", "model"}
@@ -124,19 +126,19 @@ def test_a_jpeg_answers_the_top_5_with_readable_labels_and_the_model(endpoint: E
         ("image/jpeg", "PNG"),  # the bytes decide the format
     ],
 )
-def test_image_content_types(endpoint: Endpoint, content_type: str, image_format: str) -> None:
-    assert top_label(endpoint.invoke(encoded(pattern("Red_top"), image_format), content_type)) == "Red top"
+def test_image_content_types(endpoint: ModelWorker, content_type: str, image_format: str) -> None:
+    assert top_label(endpoint.answer(encoded(pattern("Red_top"), image_format), content_type)) == "Red top"
 
 
 @pytest.mark.parametrize("accept", [None, "*/*", JSON, "text/html, application/json;q=0.9", "application/*"])
-def test_json_is_answered_to_every_accept_that_allows_it(endpoint: Endpoint, accept: str | None) -> None:
-    response = endpoint.invoke(jpeg("White"), "image/jpeg", accept=accept)
+def test_json_is_answered_to_every_accept_that_allows_it(endpoint: ModelWorker, accept: str | None) -> None:
+    response = endpoint.answer(jpeg("White"), "image/jpeg", accept=accept)
     assert (response.status, response.content_type, top_label(response)) == (200, JSON, "White")
 
 
-def test_an_accept_without_json_is_a_415(endpoint: Endpoint) -> None:
+def test_an_accept_without_json_is_a_415(endpoint: ModelWorker) -> None:
     assert_error(
-        endpoint.invoke(jpeg("White"), "image/jpeg", accept="text/csv"),
+        endpoint.answer(jpeg("White"), "image/jpeg", accept="text/csv"),
         415,
         "accept type text/csv is not supported; this endpoint answers application/json",
     )
@@ -144,22 +146,24 @@ def test_an_accept_without_json_is_a_415(endpoint: Endpoint) -> None:
 
 @pytest.mark.parametrize(("content_type", "shown"), [("text/plain", "text/plain"), (None, "(none)")])
 def test_an_unsupported_content_type_is_a_415_that_lists_the_accepted(
-    endpoint: Endpoint, content_type: str | None, shown: str
+    endpoint: ModelWorker, content_type: str | None, shown: str
 ) -> None:
     assert_error(
-        endpoint.invoke(jpeg("White"), content_type),
+        endpoint.answer(jpeg("White"), content_type),
         415,
         f"content type {shown} is not supported; send one of image/jpeg, image/png, application/x-image, {JSON}",
     )
 
 
-def test_an_unexpected_exception_is_a_500_with_its_message(endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unexpected_exception_is_a_500_with_its_message(
+    endpoint: ModelWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def fail(*args: object) -> None:
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(endpoint.served.network, "forward", fail)
+    monkeypatch.setattr(endpoint.model.network, "forward", fail)
     assert_error(
-        endpoint.invoke(jpeg("White"), "image/jpeg"), 500, "CUDA error: an illegal memory access was encountered"
+        endpoint.answer(jpeg("White"), "image/jpeg"), 500, "CUDA error: an illegal memory access was encountered"
     )
 
 
@@ -167,7 +171,7 @@ def test_an_unexpected_exception_is_a_500_with_its_message(endpoint: Endpoint, m
 
 
 @pytest.mark.parametrize("orientation", [2, 3, 5, 6, 7, 8])
-def test_a_jpeg_is_seen_in_its_exif_orientation(endpoint: Endpoint, orientation: int) -> None:
+def test_a_jpeg_is_seen_in_its_exif_orientation(endpoint: ModelWorker, orientation: int) -> None:
     # Stored so that a viewer shows "Red left"; read without the tag it is another pattern.
     undo = {
         2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -180,46 +184,46 @@ def test_a_jpeg_is_seen_in_its_exif_orientation(endpoint: Endpoint, orientation:
     stored = pattern("Red_left", (60, 40)).transpose(undo)
     exif = Image.Exif()
     exif[0x0112] = orientation
-    assert top_label(endpoint.invoke(encoded(stored, "JPEG", exif=exif), "image/jpeg")) == "Red left"
-    assert top_label(endpoint.invoke(encoded(stored, "JPEG"), "image/jpeg")) != "Red left"
+    assert top_label(endpoint.answer(encoded(stored, "JPEG", exif=exif), "image/jpeg")) == "Red left"
+    assert top_label(endpoint.answer(encoded(stored, "JPEG"), "image/jpeg")) != "Red left"
 
 
-def test_a_png_with_alpha_is_seen_on_white(endpoint: Endpoint) -> None:
+def test_a_png_with_alpha_is_seen_on_white(endpoint: ModelWorker) -> None:
     # The right half is transparent red: on white it is "Red left"; with the alpha dropped it would be "Red".
     image = Image.new("RGBA", (60, 40), (*RED, 255))
     image.paste((*RED, 0), (30, 0, 60, 40))
-    assert top_label(endpoint.invoke(encoded(image, "PNG"), "image/png")) == "Red left"
-    assert top_label(endpoint.invoke(encoded(image.convert("RGB"), "PNG"), "image/png")) == "Red"
+    assert top_label(endpoint.answer(encoded(image, "PNG"), "image/png")) == "Red left"
+    assert top_label(endpoint.answer(encoded(image.convert("RGB"), "PNG"), "image/png")) == "Red"
 
 
-def test_palette_pngs_with_and_without_transparency(endpoint: Endpoint) -> None:
+def test_palette_pngs_with_and_without_transparency(endpoint: ModelWorker) -> None:
     image = Image.new("P", (60, 40), 0)
     image.putpalette([*RED, *RED, 255, 255, 255])
     image.paste(1, (0, 20, 60, 40))  # the bottom half: entry 1, red too, unless entry 1 is transparent
-    assert top_label(endpoint.invoke(encoded(image, "PNG"), "image/png")) == "Red"
-    assert top_label(endpoint.invoke(encoded(image, "PNG", transparency=1), "image/png")) == "Red top"
+    assert top_label(endpoint.answer(encoded(image, "PNG"), "image/png")) == "Red"
+    assert top_label(endpoint.answer(encoded(image, "PNG", transparency=1), "image/png")) == "Red top"
     image.paste(2, (0, 20, 60, 40))
-    assert top_label(endpoint.invoke(encoded(image, "PNG"), "image/png")) == "Red top"
+    assert top_label(endpoint.answer(encoded(image, "PNG"), "image/png")) == "Red top"
 
 
-def test_a_cmyk_jpeg(endpoint: Endpoint) -> None:
+def test_a_cmyk_jpeg(endpoint: ModelWorker) -> None:
     cmyk = pattern("Red_bottom", (60, 40)).convert("CMYK")
-    assert top_label(endpoint.invoke(encoded(cmyk, "JPEG", quality=95), "image/jpeg")) == "Red bottom"
+    assert top_label(endpoint.answer(encoded(cmyk, "JPEG", quality=95), "image/jpeg")) == "Red bottom"
 
 
-def test_grayscale_and_16_bit_images_answer_as_their_8_bit_rgb_equivalents(endpoint: Endpoint) -> None:
+def test_grayscale_and_16_bit_images_answer_as_their_8_bit_rgb_equivalents(endpoint: ModelWorker) -> None:
     gradient = np.linspace(0, 65535, 60 * 40).reshape(40, 60).astype(np.uint16)
     sixteen_bit = Image.fromarray(gradient)
     eight_bit = Image.fromarray(np.rint(gradient / 257).astype(np.uint8))
-    rgb = endpoint.invoke(encoded(eight_bit.convert("RGB"), "PNG"), "image/png")
+    rgb = endpoint.answer(encoded(eight_bit.convert("RGB"), "PNG"), "image/png")
     assert rgb.status == 200
-    assert endpoint.invoke(encoded(sixteen_bit, "PNG"), "image/png").json() == rgb.json()
-    assert endpoint.invoke(encoded(eight_bit, "PNG"), "image/png").json() == rgb.json()
+    assert endpoint.answer(encoded(sixteen_bit, "PNG"), "image/png").json() == rgb.json()
+    assert endpoint.answer(encoded(eight_bit, "PNG"), "image/png").json() == rgb.json()
 
 
-def test_a_truncated_jpeg_is_a_400(endpoint: Endpoint) -> None:
+def test_a_truncated_jpeg_is_a_400(endpoint: ModelWorker) -> None:
     data = encoded(pattern("Red", (400, 300), random.Random(0)), "JPEG")
-    response = endpoint.invoke(data[: len(data) // 2], "image/jpeg")
+    response = endpoint.answer(data[: len(data) // 2], "image/jpeg")
     assert response.status == 400
     assert re.fullmatch(
         r"the request body could not be decoded: image file is truncated \(\d+ bytes not processed\)", response.message
@@ -231,17 +235,17 @@ def test_a_truncated_jpeg_is_a_400(endpoint: Endpoint) -> None:
     [random.Random(0).randbytes(5000), encoded(pattern("Red"), "PPM")],
     ids=["random bytes", "an image in another format"],
 )
-def test_bytes_that_are_not_an_image_in_a_supported_format_are_a_400(endpoint: Endpoint, body: bytes) -> None:
+def test_bytes_that_are_not_an_image_in_a_supported_format_are_a_400(endpoint: ModelWorker, body: bytes) -> None:
     assert_error(
-        endpoint.invoke(body, "application/x-image"),
+        endpoint.answer(body, "application/x-image"),
         400,
         "the request body is not an image in a supported format (JPEG, PNG, WEBP, GIF, BMP, TIFF)",
     )
 
 
 @pytest.mark.parametrize("content_type", ["image/jpeg", JSON])
-def test_an_empty_body_is_a_400(endpoint: Endpoint, content_type: str) -> None:
-    assert_error(endpoint.invoke(b"", content_type), 400, "the request body is empty")
+def test_an_empty_body_is_a_400(endpoint: ModelWorker, content_type: str) -> None:
+    assert_error(endpoint.answer(b"", content_type), 400, "the request body is empty")
 
 
 @pytest.mark.parametrize(
@@ -253,37 +257,37 @@ def test_an_empty_body_is_a_400(endpoint: Endpoint, content_type: str) -> None:
     ],
 )
 def test_a_decompression_bomb_is_a_413_before_any_pixel_is_decoded(
-    endpoint: Endpoint, width: int, height: int, size: str
+    endpoint: ModelWorker, width: int, height: int, size: str
 ) -> None:
     # A few dozen bytes declaring the size; had the pixels been decoded, the missing data would be a 400.
-    assert_error(endpoint.invoke(png_header_only(width, height), "image/png"), 413, TOO_MANY_PIXELS.format(size))
+    assert_error(endpoint.answer(png_header_only(width, height), "image/png"), 413, TOO_MANY_PIXELS.format(size))
 
 
-def test_the_pixel_cap_is_set_by_max_pixels(deployed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    endpoint = start_endpoint(deployed, monkeypatch, MAX_PIXELS="2000")
-    assert top_label(endpoint.invoke(jpeg("Red", (50, 40)), "image/jpeg")) == "Red"
+def test_the_pixel_cap_is_set_by_max_pixels(deployed: Path) -> None:
+    endpoint = start_endpoint(deployed, MAX_PIXELS="2000")
+    assert top_label(endpoint.answer(jpeg("Red", (50, 40)), "image/jpeg")) == "Red"
     assert_error(
-        endpoint.invoke(jpeg("Red", (50, 41)), "image/jpeg"),
+        endpoint.answer(jpeg("Red", (50, 41)), "image/jpeg"),
         413,
         "the request body has too many pixels (50x41); at most 2,000 (width x height) are accepted",
     )
 
 
-def test_an_image_over_6_mib_is_a_413(endpoint: Endpoint) -> None:
+def test_an_image_over_6_mib_is_a_413(endpoint: ModelWorker) -> None:
     assert_error(
-        endpoint.invoke(bytes(6 * 1024 * 1024 + 1), "image/jpeg"),
+        endpoint.answer(bytes(6 * 1024 * 1024 + 1), "image/jpeg"),
         413,
         "the request body has 6,291,457 bytes; at most 6,291,456 are accepted",
     )
 
 
-def test_the_byte_cap_is_set_by_max_image_bytes(deployed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    endpoint = start_endpoint(deployed, monkeypatch, MAX_IMAGE_BYTES="1000")
+def test_the_byte_cap_is_set_by_max_image_bytes(deployed: Path) -> None:
+    endpoint = start_endpoint(deployed, MAX_IMAGE_BYTES="1000")
     small, large = jpeg("Red", (100, 80)), encoded(pattern("Red", (100, 80), random.Random(0)), "JPEG")
     assert len(small) <= 1000 < len(large)
-    assert top_label(endpoint.invoke(json_body(image_base64=b64(small)), JSON)) == "Red"
+    assert top_label(endpoint.answer(json_body(image_base64=b64(small)), JSON)) == "Red"
     assert_error(
-        endpoint.invoke(json_body(image_base64=b64(large)), JSON),
+        endpoint.answer(json_body(image_base64=b64(large)), JSON),
         413,
         f"image_base64 has {len(large):,} bytes; at most 1,000 are accepted",
     )
@@ -293,34 +297,34 @@ def test_the_byte_cap_is_set_by_max_image_bytes(deployed: Path, monkeypatch: pyt
 
 
 @pytest.mark.parametrize("content_type", [JSON, "application/json; charset=utf-8"])
-def test_one_base64_image(endpoint: Endpoint, content_type: str) -> None:
+def test_one_base64_image(endpoint: ModelWorker, content_type: str) -> None:
     # The toolkit hands the body over as str for exactly "application/json", else as bytes.
-    response = endpoint.invoke(json_body(image_base64=b64(jpeg("Red_right"))), content_type)
+    response = endpoint.answer(json_body(image_base64=b64(jpeg("Red_right"))), content_type)
     assert top_label(response) == "Red right"
     assert set(response.json()) == {"predictions", "model"}
 
 
-def test_base64_may_be_wrapped_in_lines(endpoint: Endpoint) -> None:
+def test_base64_may_be_wrapped_in_lines(endpoint: ModelWorker) -> None:
     encoded_lines = base64.encodebytes(jpeg("Red_right")).decode()  # 76 characters a line, as `base64` writes
     assert "\n" in encoded_lines
-    assert top_label(endpoint.invoke(json_body(image_base64=encoded_lines), JSON)) == "Red right"
+    assert top_label(endpoint.answer(json_body(image_base64=encoded_lines), JSON)) == "Red right"
 
 
-def test_a_batch_of_three_answers_one_list_per_image_in_order(endpoint: Endpoint) -> None:
+def test_a_batch_of_three_answers_one_list_per_image_in_order(endpoint: ModelWorker) -> None:
     images = [b64(jpeg(name)) for name in ("Red_bottom", "White", "Red")]
-    response = endpoint.invoke(json_body(images_base64=images, top_k=2), JSON)
-    assert response.status == 200, response.body
+    response = endpoint.answer(json_body(images_base64=images, top_k=2), JSON)
+    assert response.status == 200, response.text
     answer = response.json()
     assert [predictions[0]["label"] for predictions in answer["predictions"]] == ["Red bottom", "White", "Red"]
     assert [len(predictions) for predictions in answer["predictions"]] == [2, 2, 2]
-    assert answer["model"] == endpoint.served.description
+    assert answer["model"] == endpoint.model.description
 
 
-def test_more_images_than_max_batch_is_a_413(deployed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    endpoint = start_endpoint(deployed, monkeypatch, MAX_BATCH="2")
-    assert endpoint.invoke(json_body(images_base64=[b64(jpeg("Red"))] * 2), JSON).status == 200
+def test_more_images_than_max_batch_is_a_413(deployed: Path) -> None:
+    endpoint = start_endpoint(deployed, MAX_BATCH="2")
+    assert endpoint.answer(json_body(images_base64=[b64(jpeg("Red"))] * 2), JSON).status == 200
     assert_error(
-        endpoint.invoke(json_body(images_base64=[b64(jpeg("Red"))] * 3), JSON),
+        endpoint.answer(json_body(images_base64=[b64(jpeg("Red"))] * 3), JSON),
         413,
         "a request holds at most 2 images, got 3",
     )
@@ -375,9 +379,9 @@ def test_more_images_than_max_batch_is_a_413(deployed: Path, monkeypatch: pytest
     ],
 )
 def test_malformed_json_requests_are_a_400_that_shows_what_is_accepted(
-    endpoint: Endpoint, body: bytes, message: str
+    endpoint: ModelWorker, body: bytes, message: str
 ) -> None:
-    assert_error(endpoint.invoke(body, JSON), 400, message)
+    assert_error(endpoint.answer(body, JSON), 400, message)
 
 
 # --- top k ------------------------------------------------------------------------------------------------------
@@ -396,11 +400,11 @@ def test_malformed_json_requests_are_a_400_that_shows_what_is_accepted(
     ],
 )
 def test_top_k_per_request(
-    endpoint: Endpoint, custom_attributes: str | None, fields: dict[str, object], count: int
+    endpoint: ModelWorker, custom_attributes: str | None, fields: dict[str, object], count: int
 ) -> None:
     body = json_body(image_base64=b64(jpeg("Red")), **fields)
-    response = endpoint.invoke(body, JSON, custom_attributes=custom_attributes)
-    assert response.status == 200, response.body
+    response = endpoint.answer(body, JSON, custom_attributes=custom_attributes)
+    assert response.status == 200, response.text
     assert len(response.json()["predictions"]) == count
 
 
@@ -416,11 +420,11 @@ def test_top_k_per_request(
     ],
 )
 def test_a_top_k_outside_1_to_the_number_of_classes_is_a_400(
-    endpoint: Endpoint, custom_attributes: str | None, fields: dict[str, object], shown: str
+    endpoint: ModelWorker, custom_attributes: str | None, fields: dict[str, object], shown: str
 ) -> None:
     body = json_body(image_base64=b64(jpeg("Red")), **fields)
     assert_error(
-        endpoint.invoke(body, JSON, custom_attributes=custom_attributes),
+        endpoint.answer(body, JSON, custom_attributes=custom_attributes),
         400,
         f"top_k must be an integer from 1 to 6, got {shown}",
     )
@@ -434,16 +438,12 @@ def test_the_custom_attributes_header_name_is_case_insensitive() -> None:
 
 
 @pytest.mark.parametrize(("top_k", "count"), [("2", 2), ("50", 6)])
-def test_the_default_top_k_is_set_by_top_k(
-    deployed: Path, monkeypatch: pytest.MonkeyPatch, top_k: str, count: int
-) -> None:
-    endpoint = start_endpoint(deployed, monkeypatch, TOP_K=top_k)
-    assert len(endpoint.invoke(jpeg("Red"), "image/jpeg").json()["predictions"]) == count
-    assert len(endpoint.invoke(jpeg("Red"), "image/jpeg", custom_attributes="top_k=4").json()["predictions"]) == 4
+def test_the_default_top_k_is_set_by_top_k(deployed: Path, top_k: str, count: int) -> None:
+    endpoint = start_endpoint(deployed, TOP_K=top_k)
+    assert len(endpoint.answer(jpeg("Red"), "image/jpeg").json()["predictions"]) == count
+    assert len(endpoint.answer(jpeg("Red"), "image/jpeg", custom_attributes="top_k=4").json()["predictions"]) == 4
 
 
-def test_a_top_k_setting_that_is_not_a_positive_integer_stops_the_worker(
-    deployed: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_top_k_setting_that_is_not_a_positive_integer_stops_the_worker(deployed: Path) -> None:
     with pytest.raises(ValueError, match=r"^TOP_K must be a positive integer, got '0'$"):
-        start_endpoint(deployed, monkeypatch, TOP_K="0")
+        start_endpoint(deployed, TOP_K="0")

@@ -1,13 +1,14 @@
-"""train.py in one process: its options, the data checks, learning, the metric lines, the outputs, resuming."""
+"""train.py in one process: its options, the data checks, learning, the metric lines, the outputs, resuming.
+
+The runs happen in this process (running.train_here), as ``python train.py ARGS`` would run them.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import data
@@ -21,9 +22,9 @@ import train
 from metrics import METRIC_REGEXES, parse_metrics
 from model import MODEL_DIR_ENTRIES, SERVING_FILES, eval_transform, load_artifact
 from tests.imagesets import DEFAULT_CLASSES
+from tests.training.conftest import EPOCHS, PATIENCE
+from tests.training.running import Run, train_here
 
-EPOCHS = 6
-PATIENCE = 1
 CHECKPOINT_KEYS = {
     "model",
     "optimizer",
@@ -39,10 +40,6 @@ CHECKPOINT_KEYS = {
 }
 
 
-def last_line(text: str) -> str:
-    return text.strip().splitlines()[-1]
-
-
 # --- options ---------------------------------------------------------------------------------------
 
 
@@ -50,7 +47,7 @@ def test_every_option_has_a_type_and_a_help_that_states_its_default() -> None:
     for action in train.get_args_parser()._actions:
         if action.dest != "help":
             assert action.type is not None, action.option_strings
-            assert "(default: " in action.help, action.option_strings
+            assert re.search(r"[(;] ?default: ", action.help), action.option_strings
 
 
 def test_every_multi_word_option_takes_both_spellings() -> None:
@@ -71,10 +68,16 @@ def test_values_parse_as_the_sagemaker_toolkit_passes_them() -> None:
     assert (args.channels_last, args.workers, args.image_size) == (False, -1, 64)
 
 
-@pytest.mark.parametrize("argv", [["--channels-last", "maybe"], ["--epochs", "0"], ["--workers", "-2"]])
-def test_invalid_values_are_refused(argv: list[str]) -> None:
-    with pytest.raises(SystemExit):
-        train.get_args_parser().parse_args(argv)
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--channels-last", "maybe"], "argument --channels-last/--channels_last: expected true or false, got 'maybe'"),
+        (["--workers", "-2"], "argument --workers: expected auto, -1 or a number of workers, got '-2'"),
+    ],
+)
+def test_invalid_values_are_refused_with_argparse_s_status(argv: list[str], message: str) -> None:
+    result = train_here(*argv)
+    assert (result.returncode, result.error) == (2, f"train.py: error: {message}")
 
 
 def test_paths_default_to_the_sagemaker_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -185,46 +188,20 @@ def _corrupt_image(root: Path) -> str:
 
 @pytest.mark.parametrize("break_data_set", [_missing_split, _class_mismatch, _empty_class, _corrupt_image])
 def test_a_broken_data_set_stops_the_run_with_one_line_that_names_the_problem(
-    break_data_set: Callable[[Path], str],
-    image_set_copy: Path,
-    run_train: Callable[..., subprocess.CompletedProcess[str]],
-    tiny: tuple[str, ...],
-    tmp_path: Path,
+    break_data_set: Callable[[Path], str], image_set_copy: Path, tiny: tuple[str, ...], tmp_path: Path
 ) -> None:
     expected = break_data_set(image_set_copy)
     # One DataLoader worker: an unreadable image is found in a worker process, not in this one.
-    result = run_train("--data-dir", image_set_copy, *tiny, "--workers", "1", "--epochs", "1", cwd=tmp_path)
+    result = train_here(
+        "--data-dir", image_set_copy, *tiny, "--workers", "1", "--epochs", "1",
+        "--model-dir", tmp_path / "model", "--output-dir", tmp_path / "output",
+    )  # fmt: skip
     assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert last_line(result.stderr).startswith(f"train.py: error: {expected}")
+    assert result.stderr.startswith(f"train.py: error: {expected}")
+    assert result.stderr.count("\n") == 1  # one line, no traceback
 
 
 # --- a whole run -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Run:
-    stdout: str
-    metrics: dict[str, list[float]]
-    model_dir: Path
-    output_dir: Path
-
-
-@pytest.fixture(scope="module")
-def trained(
-    image_set: Path,
-    run_train: Callable[..., subprocess.CompletedProcess[str]],
-    tiny: tuple[str, ...],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Run:
-    work = tmp_path_factory.mktemp("run")
-    result = run_train(
-        "--data-dir", image_set, *tiny, "--epochs", EPOCHS, "--patience", PATIENCE,
-        "--model-dir", work / "model", "--output-dir", work / "output",
-        cwd=work,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return Run(result.stdout, parse_metrics(result.stdout), work / "model", work / "output")
 
 
 def test_the_training_loss_goes_down(trained: Run) -> None:
@@ -234,7 +211,7 @@ def test_the_training_loss_goes_down(trained: Run) -> None:
 
 
 def test_training_stops_after_patience_epochs_without_a_lower_valid_loss(trained: Run) -> None:
-    summary = json.loads((trained.output_dir / train.METRICS_FILE).read_text())
+    summary = trained.summary
     valid_losses = [row["valid_loss"] for row in summary["history"]]
     expected_last = EPOCHS
     for epoch in range(1, EPOCHS + 1):
@@ -269,7 +246,7 @@ def test_every_metric_line_matches_the_documented_regexes(trained: Run) -> None:
 
 
 def test_metrics_json_holds_the_printed_history_and_the_final_metrics(trained: Run) -> None:
-    summary = json.loads((trained.output_dir / train.METRICS_FILE).read_text())
+    summary = trained.summary
     found = trained.metrics
     for name in ("epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy"):
         assert [float(f"{row[name]:.6g}") for row in summary["history"]] == found[name][: len(summary["history"])]
@@ -311,10 +288,7 @@ def test_the_artifact_is_the_tested_model_and_loads_for_inference(trained: Run, 
 
 
 def test_an_interrupted_run_resumes_after_its_last_epoch_and_a_finished_one_only_evaluates(
-    image_set: Path,
-    run_train: Callable[..., subprocess.CompletedProcess[str]],
-    tiny: tuple[str, ...],
-    tmp_path: Path,
+    image_set: Path, tiny: tuple[str, ...], tmp_path: Path
 ) -> None:
     args = (
         "--data-dir", image_set, *tiny, "--epochs", 3, "--patience", 0,
@@ -322,9 +296,9 @@ def test_an_interrupted_run_resumes_after_its_last_epoch_and_a_finished_one_only
     )  # fmt: skip
     checkpoints = tmp_path / "output" / "checkpoints"
 
-    first = run_train(*args, "--stop-after-epoch", 1, cwd=tmp_path)
+    first = train_here(*args, "--stop-after-epoch", 1)
     assert first.returncode == train.EXIT_STOPPED
-    assert last_line(first.stderr) == (
+    assert first.error == (
         "train.py: error: stopped after epoch 1 as --stop-after-epoch asked; running again resumes it"
     )
     assert parse_metrics(first.stdout)["epoch"] == [1]
@@ -333,7 +307,7 @@ def test_an_interrupted_run_resumes_after_its_last_epoch_and_a_finished_one_only
     assert set(checkpoint) == CHECKPOINT_KEYS
     assert (checkpoint["epoch"], checkpoint["finished"], len(checkpoint["history"])) == (1, False, 1)
 
-    second = run_train(*args, cwd=tmp_path)
+    second = train_here(*args)
     assert second.returncode == 0, second.stderr
     assert f"resuming after epoch 1 from {checkpoints / train.CHECKPOINT_FILE}" in second.stdout
     assert parse_metrics(second.stdout)["epoch"] == [2, 3]
@@ -342,14 +316,14 @@ def test_an_interrupted_run_resumes_after_its_last_epoch_and_a_finished_one_only
     assert float(f"{history[0]['valid_loss']:.6g}") == parse_metrics(first.stdout)["valid_loss"][0]
     assert sorted(path.name for path in (tmp_path / "model").iterdir()) == sorted(MODEL_DIR_ENTRIES)
 
-    third = run_train(*args, cwd=tmp_path)
+    third = train_here(*args)
     assert third.returncode == 0, third.stderr
     assert parse_metrics(third.stdout)["epoch"] == []
     assert parse_metrics(third.stdout)["test_loss"] == parse_metrics(second.stdout)["test_loss"]
 
-    other = run_train(*args, "--learning-rate", 0.05, cwd=tmp_path)
+    other = train_here(*args, "--learning-rate", 0.05)
     assert other.returncode == 1
-    assert last_line(other.stderr) == (
+    assert other.error == (
         f"train.py: error: the checkpoint in {checkpoints} belongs to another run: learning_rate=0.01 (now 0.05); "
         "delete it or give another --checkpoint-dir"
     )

@@ -1,4 +1,5 @@
-"""The loopback SageMaker runtime answers as the real service does, through the real boto3 client."""
+"""The loopback SageMaker runtime (dogbreeds/local/runtime.py) answers as the real service does, through the
+real boto3 client (docs/local-mode.md), with a fake model behind it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from dogbreeds.local.runtime import ACCOUNT_ID, MAX_PAYLOAD_BYTES, ModelResponse, RuntimeServer, ServiceFault
-from tests.lambda_src.conftest import CREDENTIALS, ENDPOINT
+from dogbreeds.local.runtime import (
+    ACCOUNT_ID,
+    MAX_PAYLOAD_BYTES,
+    ModelResponse,
+    RuntimeServer,
+    ServiceFault,
+)
+from tests.fake_runtime import CREDENTIALS, ENDPOINT
 from tests.lambda_src.servers import JPEG, MODEL, PREDICTIONS, toolkit_error
 
 
@@ -21,11 +28,11 @@ def service_model() -> dict:
 
 
 @pytest.fixture(scope="module")
-def plain_client(runtime):
+def plain_client(fake_runtime):
     """A plain boto3 client, no retries (so each fault is seen once)."""
     return boto3.client(
         "sagemaker-runtime",
-        endpoint_url=runtime.url,
+        endpoint_url=fake_runtime.url,
         config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
         **CREDENTIALS,
     )
@@ -134,11 +141,11 @@ def test_service_faults_are_the_modelled_error_classes(plain_client, model, serv
     assert caught.value.response["Error"]["Message"] == fault.message
 
 
-def test_throttling_is_retried_by_botocore_as_throttling(runtime, model, fast_backoff):
+def test_throttling_is_retried_by_botocore_as_throttling(fake_runtime, model, fast_backoff):
     model.answers = [ServiceFault.throttling()]
     client = boto3.client(
         "sagemaker-runtime",
-        endpoint_url=runtime.url,
+        endpoint_url=fake_runtime.url,
         config=Config(retries={"mode": "standard", "total_max_attempts": 3}),
         **CREDENTIALS,
     )
@@ -149,11 +156,11 @@ def test_throttling_is_retried_by_botocore_as_throttling(runtime, model, fast_ba
     assert len(model.calls) == 3
 
 
-def test_model_errors_are_not_retried(runtime, model, fast_backoff):
+def test_model_errors_are_not_retried(fake_runtime, model, fast_backoff):
     model.answers = [ModelResponse(500, "text/plain", b"boom")]
     client = boto3.client(
         "sagemaker-runtime",
-        endpoint_url=runtime.url,
+        endpoint_url=fake_runtime.url,
         config=Config(retries={"mode": "standard", "total_max_attempts": 3}),
         **CREDENTIALS,
     )

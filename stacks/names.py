@@ -1,0 +1,98 @@
+"""The names of the deployed resources, written once: stacks, CLI, local demo and tests all read them here.
+
+CDK-free (the operator CLI imports it). Every name follows from ``project_name`` (and the endpoint's
+from ``endpoint_name``), so two projects can share an account and region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The app's stacks, in the order they deploy; each is named <project>-<part>.
+STACK_PARTS = ("foundation", "training", "notebook", "ec2-training", "endpoint", "invoker")
+# The Lambda alias that carries the provisioned concurrency, and that every caller invokes.
+LAMBDA_ALIAS = "live"
+# Tuning job names have at most 32 characters: '<prefix>-hpo-<run>-<attempt>' keeps the prefix to 12.
+JOB_NAME_PREFIX_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class Names:
+    project: str
+    endpoint: str
+
+    def stack(self, part: str) -> str:
+        if part not in STACK_PARTS:
+            raise ValueError(f"{part!r} is not one of the app's stacks: {', '.join(STACK_PARTS)}")
+        return f"{self.project}-{part}"
+
+    @property
+    def stacks(self) -> tuple[str, ...]:
+        return tuple(self.stack(part) for part in STACK_PARTS)
+
+    # --- foundation -------------------------------------------------------------------------------
+
+    @property
+    def key_alias(self) -> str:
+        return f"alias/{self.project}"
+
+    @property
+    def artifact_bucket_export(self) -> str:
+        return f"{self.project}-artifact-bucket"
+
+    # --- training ------------------------------------------------------------------------------------
+
+    @property
+    def state_machine(self) -> str:
+        return f"{self.project}-training"
+
+    @property
+    def state_machine_log_group(self) -> str:
+        return f"/aws/vendedlogs/states/{self.state_machine}"
+
+    @property
+    def job_name_prefix(self) -> str:
+        """The start of every training and tuning job name the pipeline makes (IAM is scoped to it)."""
+        return self.project[:JOB_NAME_PREFIX_LENGTH].rstrip("-")
+
+    @property
+    def model_parameter(self) -> str:
+        """The SSM parameter of the handoff: the S3 URI of the model the endpoint serves."""
+        return f"/{self.project}/model/data-url"
+
+    @property
+    def metrics_parameter(self) -> str:
+        """The SSM parameter with that model's metrics (JSON)."""
+        return f"/{self.project}/model/metrics"
+
+    @property
+    def ec2_code_parameter(self) -> str:
+        """The SSM parameter with the S3 URI of the code the EC2 training run uses (not in its user data)."""
+        return f"/{self.project}/ec2-training/code-uri"
+
+    # --- notebook ------------------------------------------------------------------------------------
+
+    @property
+    def notebook(self) -> str:
+        return f"{self.project}-notebook"
+
+    @property
+    def notebook_lifecycle(self) -> str:
+        return f"{self.project}-autostop"
+
+    # --- serving -------------------------------------------------------------------------------------
+
+    @property
+    def dashboard(self) -> str:
+        return f"{self.project}-serving"
+
+    def endpoint_alarm(self, what: str) -> str:
+        return f"{self.endpoint}-{what}"
+
+    @property
+    def lambda_function(self) -> str:
+        return f"{self.project}-predict"
+
+    @property
+    def lambda_log_group(self) -> str:
+        return f"/aws/lambda/{self.lambda_function}"
