@@ -5,7 +5,7 @@
 
 A model folder is written as train.py writes it (``model.save_artifact`` of a randomly initialized resnet50
 with 133 classes, and ``model.save_serving_code``); ``inference.model_fn`` loads it, and every request runs
-``input_fn`` -> ``predict_fn`` -> ``output_fn`` as the SageMaker toolkit calls them. The naive handler is
+``parse_request`` -> ``predict`` -> ``serialize``, the steps of its ``transform_fn``. The naive handler is
 written the way the original course code served the model: the whole photo decoded, resized to 224x224
 without a crop, no inference mode (``torch.no_grad``), fp32, the default memory format, raw logits as JSON.
 
@@ -105,23 +105,23 @@ class Handler:
             with stages.time("preprocess"):
                 return transform(image)
 
-        # predict_fn looks these up in the module when called; the originals stay here for the other measurements.
+        # predict looks these up in the module when called; the originals stay here for the other measurements.
         self.decode, self.probabilities = decode, probabilities
         inference.decode, inference._probabilities = timed_decode, timed_probabilities
         self.served = dataclasses.replace(self.served, transform=timed_transform)
 
     def __call__(self, body: bytes, content_type: str) -> str:
         with self.stages.time("parse"):
-            request = self.inference.input_fn(body, content_type)
+            request = self.inference.parse_request(body, content_type, self.served)
         with self.stages.time("predict"):
-            prediction = self.inference.predict_fn(request, self.served)
+            prediction = self.inference.predict(request, self.served)
         with self.stages.time("serialize"):
-            answer, _ = self.inference.output_fn(prediction, "application/json")
+            answer, _ = self.inference.serialize(prediction, "application/json")
         return answer
 
     def take(self) -> dict[str, float]:
         stages = self.stages.take()
-        # What predict_fn does beside decode, preprocess and forward: stacking, top k, the answer's dicts.
+        # What predict does beside decode, preprocess and forward: stacking, top k, the answer's dicts.
         inner = sum(stages.get(name, 0.0) for name in ("decode", "preprocess", "forward"))
         stages["serialize"] = stages.get("serialize", 0.0) + stages.pop("predict") - inner
         return stages
@@ -352,7 +352,7 @@ def report(facts: dict, setup: dict, results: list[dict], piece_rows: list[dict]
         f"model_fn {ms(setup['model_fn_seconds'])} ms (with its warm-up pass), the naive load "
         f"{ms(setup['naive_load_seconds'])} ms. Photos: {setup['photos']}.",
         "",
-        "End to end (input_fn -> predict_fn -> output_fn), latency per request in ms:",
+        "End to end (parse_request -> predict -> serialize), latency per request in ms:",
         "",
         table(
             ["photo", "batch", "handler", "requests", "p50", "p95", "images/s", "speed-up"],

@@ -14,7 +14,7 @@ from types import ModuleType
 from boto3.exceptions import S3UploadFailedError
 
 from dogbreeds import cost
-from dogbreeds.ops import dataset, predict, preflight, resize, status, training, weights
+from dogbreeds.ops import approve, dataset, models, predict, preflight, reject, resize, status, training, weights
 from dogbreeds.ops.aws import Aws
 from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE, OpsError, from_botocore
@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "upload-data": (dataset, "download dogImages, check it, and sync train/valid/test to the artifact bucket"),
     "upload-weights": (weights, "put torchvision's pretrained weights for a backbone into the bucket"),
     "train": (training, "start the training pipeline and follow it: states, jobs, metrics, the model"),
+    "models": (models, "the model package versions, newest first: approval, test accuracy, live, latest approved"),
+    "approve": (approve, "approve a model package version, so that the next endpoint deploy serves it"),
+    "reject": (reject, "reject a model package version (with the reason)"),
     "predict": (predict, "classify one image (a file or a URL) through the Lambda or the endpoint"),
     "status": (status, "the stacks, the last training run, the endpoint and the Lambda at a glance"),
     "resize-endpoint": (resize, "change the endpoint's instance type: autoscaling off, deploy, autoscaling on"),
@@ -36,6 +39,9 @@ EXAMPLES = """examples:
   dogbreeds upload-data                       # download (resumable), check, upload, verify
   dogbreeds upload-weights --backbone resnet50
   dogbreeds train --no-tune --epochs 5 -H learning_rate=0.01 -H batch_size=64
+  dogbreeds models                            # versions, approval status, test accuracy; live, latest approved
+  dogbreeds approve 4 --note "0.87 on the test set, checked the confusions"
+  dogbreeds reject 3 --reason "misclassifies puppies"
   dogbreeds predict https://example.com/dog.jpg --top-k 3
   dogbreeds --region eu-west-1 -c project_name=demo status
   dogbreeds resize-endpoint --instance-type ml.g5.xlarge   # deregister autoscaling, deploy, register again

@@ -22,7 +22,8 @@ The guards, in the order a fetch meets them:
 - content: the first bytes must be one of the image formats the endpoint decodes (``FORMATS``).
 
 Every refusal is a ``FetchError`` with a one-line message that says what was wrong and what is
-accepted; ``ImageTooLarge`` and ``NotAnImage`` are its kinds that deserve their own status code.
+accepted; ``ImageTooLarge`` and ``NotAnImage`` are its kinds that deserve their own status code. A value
+the caller or a server gave is quoted by ``shown`` only: in ASCII, at most ``QUOTE_LIMIT`` characters.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import ipaddress
+import math
 import re
 import socket
 import ssl
@@ -48,6 +50,7 @@ USER_AGENT = "dogbreeds-invoker/1.0"
 _CHUNK = 64 * 1024
 _SNIFF_BYTES = 12  # enough for every signature below
 _URL_SAFE = "!#$%&'()*+,-./:;=?@[]_~"  # reserved characters and escapes stay; only non-ASCII is quoted
+QUOTE_LIMIT = 100  # characters of a value that a message repeats
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]
@@ -68,6 +71,32 @@ class ImageTooLarge(FetchError):
 
 class NotAnImage(FetchError):
     """Bytes that are none of the accepted image formats."""
+
+
+def shown(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``value`` as a message may quote it: in ASCII (escapes for the rest, lone surrogates included), at
+    most ``limit`` characters; a list or an object only by its kind. The one way the function's messages
+    quote what a caller or a server sent."""
+    if isinstance(value, bool | float) or value is None:
+        text = ascii(value)
+    elif isinstance(value, int):  # str() of an int of more than 4300 digits raises ValueError
+        digits = int(value.bit_length() * math.log10(2)) + 1
+        text = str(value) if digits <= limit else f"a whole number of about {digits:,} digits"
+    elif isinstance(value, str | bytes | bytearray):
+        text = ascii(value[: limit + 1])
+    elif isinstance(value, list | tuple):
+        text = "a list"
+    elif isinstance(value, dict):
+        text = "an object"
+    else:
+        text = type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def reason(err: BaseException) -> str:
+    """What an exception says, as a message may repeat it: its first line, at most ``QUOTE_LIMIT`` characters."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
 
 
 # --- image formats ------------------------------------------------------------------------------
@@ -244,13 +273,25 @@ def fetch_image(url: str, policy: FetchPolicy) -> Fetched:
         answer = _get(target, addresses, policy, deadline)
         if answer.location is None:
             return Fetched(answer.data, answer.format, target.url, redirects, answer.content_type)
-        target = parse_url(urljoin(target.url, answer.location), policy, redirected_from=target)
+        target = parse_url(answer.location, policy, redirected_from=target)
     raise FetchError(f"the URL redirects more than {policy.max_redirects} times; give the image's own URL")
 
 
 def parse_url(url: str, policy: FetchPolicy, *, redirected_from: _Target | None = None) -> _Target:
-    """``url`` checked for everything that can be checked before resolving its host."""
+    """``url`` (a redirect's Location, relative to ``redirected_from``) checked for everything that can be
+    checked before resolving its host: the target, or ``FetchError``, whatever the string holds."""
     what = "the URL" if redirected_from is None else f"the redirect from {redirected_from.display}"
+    try:
+        if redirected_from is not None:
+            url = urljoin(redirected_from.url, url)
+        return _parse_url(url, policy, what)
+    except FetchError:
+        raise
+    except Exception as err:  # the parsing boundary: no string may fail otherwise
+        raise FetchError(f"{what} is not a valid URL ({type(err).__name__}: {reason(err)})") from err
+
+
+def _parse_url(url: str, policy: FetchPolicy, what: str) -> _Target:
     url = url.strip()
     accepted = " or ".join(f"{scheme}://" for scheme in policy.schemes)
     if not url:
@@ -259,10 +300,12 @@ def parse_url(url: str, policy: FetchPolicy, *, redirected_from: _Target | None 
         raise FetchError(f"{what} has {len(url):,} characters; at most {MAX_URL_LENGTH:,} are accepted")
     if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
         raise FetchError(f"{what} contains spaces or control characters; percent-encode them")
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in url):
+        raise FetchError(f"{what} contains characters that are not valid Unicode (lone surrogates)")
     try:
         parts = urlsplit(url)
     except ValueError as err:
-        raise FetchError(f"{what} is not a valid URL ({err})") from err
+        raise FetchError(f"{what} is not a valid URL ({reason(err)})") from err
     scheme = parts.scheme.lower()
     if scheme not in policy.schemes:
         shown = f"{scheme}://" if scheme else "a URL without a scheme"
@@ -290,21 +333,21 @@ def _ascii_host(parts: SplitResult, what: str) -> str:
         try:
             return str(ipaddress.IPv6Address(host))
         except ValueError as err:
-            raise FetchError(f"{what} has an invalid IPv6 address {host!r}") from err
+            raise FetchError(f"{what} has an invalid IPv6 address {shown(host)}") from err
     try:
         host = host.encode("idna").decode("ascii")
     except UnicodeError as err:
-        raise FetchError(f"{what} has an invalid host name {host!r}") from err
+        raise FetchError(f"{what} has an invalid host name {shown(host)}") from err
     last_label = host.rsplit(".", 1)[-1]
     if re.fullmatch(r"[0-9]+|0x[0-9a-f]*", last_label):  # an IPv4 address, or a shorthand for one
         try:
             return str(ipaddress.IPv4Address(host))
         except ValueError as err:
             raise FetchError(
-                f"{what} has host {host!r}, not a valid IPv4 address; write addresses as four decimal numbers"
+                f"{what} has host {shown(host)}, not a valid IPv4 address; write addresses as four decimal numbers"
             ) from err
     if not re.fullmatch(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*", host):
-        raise FetchError(f"{what} has an invalid host name {host!r}")
+        raise FetchError(f"{what} has an invalid host name {shown(host)}")
     return host
 
 
@@ -346,7 +389,7 @@ def _resolved(target: _Target, policy: FetchPolicy, deadline: _Deadline) -> list
     for name in _resolve(target, policy, deadline):
         address = _literal(name)
         if address is None:
-            raise FetchError(f"the host {target.host} resolved to {name!r}, not an IP address")
+            raise FetchError(f"the host {target.host} resolved to {shown(name)}, not an IP address")
         addresses.append(address)
     return addresses
 
@@ -432,7 +475,7 @@ def _get(target: _Target, addresses: list[IPAddress], policy: FetchPolicy, deadl
                 "give a URL that answers 200 with the image"
             )
         return _read_image(response, sock, target, policy, deadline)
-    except (TimeoutError, OSError, http.client.HTTPException) as err:
+    except (TimeoutError, OSError, ValueError, http.client.HTTPException) as err:
         raise _failure(err, target, policy, deadline) from err
     finally:
         watchdog.cancel()
@@ -469,7 +512,7 @@ def _connect(
         return connection
     if isinstance(failure, TimeoutError):
         raise FetchTimeout(f"{target.display} did not accept a connection within {policy.timeout:g} s")
-    raise FetchError(f"could not connect to {target.display} ({failure}); give a URL whose server is reachable")
+    raise FetchError(f"could not connect to {target.display} ({reason(failure)}); give a URL whose server is reachable")
 
 
 def _read_image(
@@ -512,9 +555,9 @@ def _failure(err: BaseException, target: _Target, policy: FetchPolicy, deadline:
         return FetchTimeout(f"{target.display} sent nothing for {policy.timeout:g} s")
     if isinstance(err, http.client.IncompleteRead):
         return FetchError(f"{target.display} closed the connection before the whole image arrived")
-    if isinstance(err, http.client.HTTPException):
+    if isinstance(err, http.client.HTTPException | ValueError):
         return FetchError(f"{target.display} answered a malformed HTTP response ({type(err).__name__})")
-    return FetchError(f"the connection to {target.display} failed ({err})")
+    return FetchError(f"the connection to {target.display} failed ({reason(err)})")
 
 
 def _phrase(status: int) -> str:

@@ -19,15 +19,25 @@ Answer
 - 200: ``{"predictions": [...], "model": {...}}`` as the endpoint answered, with ``"endpoint"`` (its
   name) and ``"latency_ms": {"fetch": float | null, "endpoint": float, "total": float}``;
 - otherwise: ``{"error": "<what was wrong and what is accepted>", "request_id": "<aws_request_id>"}``;
-  ``status_of`` maps every exception to its status code, in one place. No stack trace ever reaches
-  the client; the log (JSON lines on stdout) has the details.
+  ``status_of`` maps every exception to its status code, in one place. ``parse_event`` is the one
+  boundary of the event's shape: whatever is wrong with it is a ``BadRequest`` (400), never a 500. A
+  message quotes what the caller sent only through ``fetch.shown`` (ASCII, at most 100 characters).
+  No stack trace ever reaches the client; the log (JSON lines on stdout) has the details.
+
+Retries
+-------
+The client itself never retries (botocore's would retry a read timeout, so one slow hostile image would
+occupy several model workers); ``invoke`` retries only what the model never saw or refused at once:
+throttling, the service's own 5xx (not a ``ModelError``) and a connection that was never made, with
+botocore's back-off (up to 2^(n-2) s before call n), and only while the Lambda has the time for another
+whole call. A read timeout ends the call: a 504 that says the model was too slow for this image.
 
 Environment
 -----------
 ``ENDPOINT_NAME`` (required), ``MAX_IMAGE_BYTES`` (default 4 MiB), ``ALLOW_HTTP_URLS``
 (``true``/``false``), ``FETCH_TIMEOUT_SECONDS`` (default 5; also the whole fetch's deadline),
 ``ENDPOINT_TIMEOUT_SECONDS`` (read timeout of one endpoint call, default 7), ``ENDPOINT_MAX_ATTEMPTS``
-(default 3, botocore's standard retry mode), ``LOG_LEVEL`` (default INFO) and, for the local demo
+(default 3, the first call included; see "Retries"), ``LOG_LEVEL`` (default INFO) and, for the local demo
 only, ``LOCAL_MODE_ALLOW_LOOPBACK=true`` (the fetch may then reach 127.0.0.0/8 and ::1). The boto3
 client honours ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``.
 """
@@ -39,6 +49,8 @@ import binascii
 import json
 import logging
 import os
+import random
+import re
 import sys
 import time
 import traceback
@@ -50,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
+from botocore.exceptions import ConnectionError as EndpointUnreachable
 
 import fetch
 
@@ -64,7 +77,12 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 _MODEL_STATUSES_PASSED_ON = (400, 413, 415)
 _MESSAGE_LIMIT = 500
 _THROTTLING = ("ThrottlingException", "ThrottledException", "TooManyRequestsException", "Throttling")
+_SERVICE_FAULTS = (500, 502, 503, 504)  # answered by SageMaker itself (a model's own errors are a ModelError)
 _JSON_BODY_LIMIT_FACTOR = 2  # a JSON body carries the image in base64 (4/3 of its size) and a little more
+# botocore's standard back-off: before call n, a random part of min(base * 2^(n-2), 20) seconds.
+BACKOFF_BASE_SECONDS = {"throttling": 1.0, "transient": 0.05}
+MAX_BACKOFF_SECONDS = 20.0
+_DEADLINE_MARGIN_SECONDS = 1.0  # kept for answering after the last call
 
 
 # --- configuration and the typed request --------------------------------------------------------
@@ -78,8 +96,20 @@ class BadRequest(Exception):
     """The event is malformed: the caller's to fix."""
 
 
+class UnforeseenShape(BadRequest):
+    """The event failed ``parse_event`` where no check foresaw it; the log gets its cause."""
+
+
 class BadEndpointAnswer(Exception):
     """The endpoint answered 200 with something that is not predictions."""
+
+
+class EndpointTooSlow(Exception):
+    """The model did not answer within the read timeout: the image is too costly for it, and not retried."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer within the read timeout of {seconds:g} s")
+        self.seconds = seconds
 
 
 @dataclass(frozen=True)
@@ -117,14 +147,14 @@ def _env_number(env: Mapping[str, str], key: str, default: Any, kind: type) -> A
     except ValueError:
         number = 0
     if not number > 0:
-        raise ConfigError(f"{key} must be a positive {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{key} must be a positive {kind.__name__}, got {fetch.shown(value)}")
     return number
 
 
 def _env_flag(env: Mapping[str, str], key: str) -> bool:
     value = env.get(key, "false").strip().lower()
     if value not in ("true", "false", ""):
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {fetch.shown(value)}")
     return value == "true"
 
 
@@ -139,13 +169,24 @@ class Request:
 
 
 def parse_event(event: object, settings: Settings) -> Request:
-    """The request in ``event`` (direct, or an API Gateway / function URL proxy event), validated."""
+    """The request in ``event`` (direct, or an API Gateway / function URL proxy event), validated: the one
+    boundary of the event's shape, where anything wrong with it becomes a ``BadRequest`` (or one of the
+    fetch's refusals: too large, not an image)."""
+    try:
+        return _parse_event(event, settings)
+    except (BadRequest, fetch.FetchError):
+        raise
+    except Exception as err:  # a shape no check foresaw: still the caller's to fix, and logged with its cause
+        raise UnforeseenShape(f"the event could not be read ({type(err).__name__}): send {EVENT_SHAPES}") from err
+
+
+def _parse_event(event: object, settings: Settings) -> Request:
     if not isinstance(event, dict):
         raise BadRequest(f"the event must be a JSON object: send {EVENT_SHAPES}")
     if not _is_proxy(event):
         return _from_payload(event, settings)
-    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-    query = event.get("queryStringParameters") or {}
+    headers = {key.lower(): value for key, value in _strings("headers", event.get("headers")).items()}
+    query = _strings("queryStringParameters", event.get("queryStringParameters"))
     body = event.get("body")
     if body is None or body == "":
         raise BadRequest(f"the request body is empty: send {EVENT_SHAPES}")
@@ -154,17 +195,39 @@ def parse_event(event: object, settings: Settings) -> Request:
     media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     encoded = bool(event.get("isBase64Encoded"))
     if media_type.startswith("image/") or media_type == IMAGE_CONTENT_TYPE:
-        data = _base64_bytes("the request body", body, settings.max_image_bytes) if encoded else body.encode()
+        data = _base64_bytes("the request body", body, settings.max_image_bytes) if encoded else _utf8(body)
         return Request(source="body", image=_image_bytes("the request body", data, settings), top_k=_top_k(query))
     limit = settings.max_image_bytes * _JSON_BODY_LIMIT_FACTOR
     raw = _base64_bytes("the request body", body, limit) if encoded else body
     try:
         payload = json.loads(raw)
-    except ValueError as err:
-        raise BadRequest(f"the request body is not valid JSON ({err}): send {EVENT_SHAPES}") from err
+    except RecursionError as err:
+        raise BadRequest(f"the request body is JSON nested too deeply: send {EVENT_SHAPES}") from err
+    except ValueError as err:  # also a body that is not UTF-8, and a number of more than 4300 digits
+        raise BadRequest(f"the request body is not valid JSON ({fetch.reason(err)}): send {EVENT_SHAPES}") from err
     if not isinstance(payload, dict):
         raise BadRequest(f"the request body must be a JSON object: send {EVENT_SHAPES}")
     return _from_payload({"top_k": query.get("top_k"), **payload}, settings)
+
+
+def _strings(name: str, value: object) -> dict[str, str]:
+    """A proxy event's map of names to strings (``headers``, ``queryStringParameters``); null is empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise BadRequest(f"the event's {name} must be an object of strings, got {fetch.shown(value)}")
+    return value
+
+
+def _utf8(text: str) -> bytes:
+    """A raw body given as text, as bytes; text that cannot be encoded (lone surrogates) is refused."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BadRequest(
+            "the request body holds characters that are not valid Unicode (lone surrogates): send the image "
+            "base64-encoded, with isBase64Encoded"
+        ) from err
 
 
 def _is_proxy(event: dict) -> bool:
@@ -194,9 +257,13 @@ def _top_k(fields: Mapping[str, Any]) -> int | None:
     value = fields.get("top_k")
     if value is None:
         return None
-    number = int(value) if isinstance(value, str) and value.strip().isdecimal() else value
+    number = value
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value.strip()):  # no int() of thousands of digits
+        number = int(value)
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_TOP_K:
-        raise BadRequest(f"top_k must be a whole number from 1 to the model's number of classes, got {value!r}")
+        raise BadRequest(
+            f"top_k must be a whole number from 1 to the model's number of classes, got {fetch.shown(value)}"
+        )
     return number
 
 
@@ -212,7 +279,7 @@ def _base64_bytes(name: str, value: object, limit: int) -> bytes:
         altchars = b"-_" if ("-" in compact or "_" in compact) else None
         return base64.b64decode(compact, altchars=altchars, validate=True)
     except (binascii.Error, ValueError) as err:
-        raise BadRequest(f"{name} is not valid base64 ({err}); send the image's bytes in base64") from err
+        raise BadRequest(f"{name} is not valid base64 ({fetch.reason(err)}); send the image's bytes in base64") from err
 
 
 def _image_bytes(name: str, data: bytes, settings: Settings) -> bytes:
@@ -252,7 +319,8 @@ def handle(
         settings = settings or default_settings()
         request = parse_event(event, settings)
         image, fetch_ms = _image(request, settings, resolver, tls)
-        answer, endpoint_ms = invoke(client or default_client(settings), settings, image, request.top_k)
+        deadline = _lambda_deadline(context)
+        answer, endpoint_ms = invoke(client or default_client(settings), settings, image, request.top_k, deadline)
     except Exception as err:
         return _error_response(err, request_id, started)
     total_ms = _ms_since(started)
@@ -296,8 +364,15 @@ def _image(
     return fetched.data, _ms_since(started)
 
 
-def invoke(client: Any, settings: Settings, image: bytes, top_k: int | None) -> tuple[dict[str, Any], float]:
-    """The endpoint's answer to ``image`` (botocore errors propagate), and its latency in ms."""
+def invoke(
+    client: Any, settings: Settings, image: bytes, top_k: int | None, deadline: float | None = None
+) -> tuple[dict[str, Any], float]:
+    """The endpoint's answer to ``image``, and its latency in ms (of all calls, back-off included).
+
+    Up to ``settings.endpoint_attempts`` calls, another one only after an error that ``retry_delay`` allows
+    and while it fits before ``deadline`` (``time.monotonic()`` seconds; None: no deadline). A read timeout
+    is ``EndpointTooSlow``; the last botocore error propagates, its ``attempts`` set.
+    """
     arguments = {
         "EndpointName": settings.endpoint_name,
         "Body": image,
@@ -307,8 +382,21 @@ def invoke(client: Any, settings: Settings, image: bytes, top_k: int | None) -> 
     if top_k is not None:
         arguments["CustomAttributes"] = f"top_k={top_k}"
     started = time.perf_counter()
-    response = client.invoke_endpoint(**arguments)
-    body = response["Body"].read()
+    attempt = 1
+    while True:
+        try:
+            response = client.invoke_endpoint(**arguments)
+            body = response["Body"].read()
+            break
+        except ReadTimeoutError as err:
+            raise EndpointTooSlow(settings.endpoint_timeout) from err
+        except (ClientError, BotoCoreError) as err:
+            delay = retry_delay(err, attempt) if attempt < settings.endpoint_attempts else None
+            if delay is None or not _fits(delay + settings.endpoint_timeout + _DEADLINE_MARGIN_SECONDS, deadline):
+                err.attempts = attempt  # type: ignore[attr-defined]  (for the log line)
+                raise
+        time.sleep(delay)
+        attempt += 1
     elapsed = _ms_since(started)
     try:
         answer = json.loads(body)
@@ -321,6 +409,41 @@ def invoke(client: Any, settings: Settings, image: bytes, top_k: int | None) -> 
     ):
         raise BadEndpointAnswer(f"no predictions and model: {body[:200]!r}")
     return answer, elapsed
+
+
+def retry_delay(err: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before calling again after ``err`` ended call ``attempt``; None: do not call again.
+
+    Called again: throttling, SageMaker's own 5xx (the request never ran, or the service failed around it)
+    and a connection that was never made. Never: a model's error, a read timeout (the model may still be
+    working on the image), a connection closed mid-call, or anything else.
+    """
+    if isinstance(err, ClientError):
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        http_status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "ModelError":
+            return None
+        if code in _THROTTLING:
+            kind = "throttling"
+        elif http_status in _SERVICE_FAULTS:
+            kind = "transient"
+        else:
+            return None
+    elif isinstance(err, EndpointUnreachable):  # connection refused or timed out: nothing reached the model
+        kind = "transient"
+    else:
+        return None
+    return random.random() * min(BACKOFF_BASE_SECONDS[kind] * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+
+
+def _fits(seconds: float, deadline: float | None) -> bool:
+    return deadline is None or time.monotonic() + seconds <= deadline
+
+
+def _lambda_deadline(context: Any) -> float | None:
+    """When the Lambda's time runs out, in ``time.monotonic()`` seconds; None where the context does not say."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return time.monotonic() + remaining() / 1000 if callable(remaining) else None
 
 
 def default_settings() -> Settings:
@@ -340,12 +463,12 @@ def default_client(settings: Settings) -> Any:
 
 
 def make_client(settings: Settings, **client_arguments: Any) -> Any:
-    """A sagemaker-runtime client with this function's timeouts and bounded retries (botocore's
-    standard mode: throttling and 5xx are retried with backoff, model errors never are)."""
+    """A sagemaker-runtime client with this function's timeouts that never retries by itself: ``invoke``
+    decides (botocore's standard mode would call again after a read timeout)."""
     config = Config(
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=settings.endpoint_timeout,
-        retries={"mode": "standard", "total_max_attempts": settings.endpoint_attempts},
+        retries={"mode": "standard", "total_max_attempts": 1},
     )
     return boto3.client("sagemaker-runtime", config=config, **client_arguments)
 
@@ -366,8 +489,14 @@ def status_of(err: BaseException) -> tuple[int, str]:
             return HTTPStatus.BAD_REQUEST, str(err)
         case ClientError():
             return _endpoint_status(err)
+        case EndpointTooSlow():
+            return (
+                HTTPStatus.GATEWAY_TIMEOUT,
+                f"the model did not answer within {err.seconds:g} s: this image takes it too long (it is not "
+                "retried); send a smaller or more ordinary photo",
+            )
         case ReadTimeoutError() | ConnectTimeoutError():
-            return HTTPStatus.GATEWAY_TIMEOUT, "the model endpoint did not answer in time; retry later"
+            return HTTPStatus.GATEWAY_TIMEOUT, "the model endpoint could not be reached in time; retry later"
         case BotoCoreError():
             return HTTPStatus.BAD_GATEWAY, "the model endpoint could not be reached; retry later"
         case BadEndpointAnswer():
@@ -416,9 +545,12 @@ def _error_response(err: Exception, request_id: str | None, started: float) -> d
         fields["endpoint_error"] = response.get("Error", {}).get("Code")
         fields["endpoint_http_status"] = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         fields["model_status"] = response.get("OriginalStatusCode")
-        fields["model_message"] = response.get("OriginalMessage")  # the whole body, traceback included
+        fields["model_message"] = response.get("OriginalMessage")  # the model's whole error body
         fields["model_log"] = response.get("LogStreamArn")
-        fields["attempts"] = response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+    if isinstance(err, UnforeseenShape) and err.__cause__ is not None:
+        fields["cause"] = "".join(traceback.format_exception(err.__cause__))
+    if isinstance(err, ClientError | BotoCoreError):
+        fields["attempts"] = getattr(err, "attempts", 1)
     if status == HTTPStatus.INTERNAL_SERVER_ERROR:
         fields["traceback"] = "".join(traceback.format_exception(err))
     fields["total_ms"] = _ms_since(started)

@@ -54,7 +54,7 @@ def build(app: App, settings: Settings, *, env: Environment | None = None) -> Ap
     training = TrainingStack(
         app,
         name("training"),
-        description="Dog-breed classifier: training code, SageMaker execution role, training pipeline",
+        description="Dog-breed classifier: training code, execution role, training pipeline, model registry",
         **shared,
     )
     notebook = NotebookStack(
@@ -76,8 +76,8 @@ def build(app: App, settings: Settings, *, env: Environment | None = None) -> Ap
         description="Dog-breed classifier: GPU real-time endpoint with autoscaling, alarms and dashboard",
         **shared,
     )
-    # The endpoint reads the model the training pipeline handed off: deploy training first.
-    endpoint.add_stack_dependency(training, "the endpoint serves the model the training pipeline hands off")
+    # The endpoint serves the latest model package approved in the training stack's registry: training first.
+    endpoint.add_stack_dependency(training, "the endpoint serves a package of the training stack's registry")
     invoker = InvokerStack(
         app,
         name("invoker"),

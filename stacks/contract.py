@@ -33,6 +33,10 @@ class ArtifactPrefixes:
 
 PREFIXES = ArtifactPrefixes()
 
+# What the approved-package parameter holds until a model package has been approved: the endpoint stack
+# refuses to deploy while it is there (a CloudFormation rule, checked before any resource).
+NOT_APPROVED = "none: no model package has been approved yet"
+
 # The classes of the dogImages data set: the most predictions a request can ask for.
 DOG_BREEDS = 133
 # Where the model container finds code/ of the extracted model.tar.gz, and the serving program in it.
@@ -79,6 +83,8 @@ def model_environment(settings: Settings, region: str) -> dict[str, str]:
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
         "SAGEMAKER_REGION": region,
         "TOP_K": str(settings.top_k),
+        "MAX_DECODE_BYTES": str(settings.endpoint_max_decode_mb * 1024 * 1024),
+        "MAX_JPEG_SCANS": str(settings.endpoint_max_jpeg_scans),
     }
 
 

@@ -1,9 +1,11 @@
 """The GPU real-time endpoint: model, endpoint config, a stable endpoint, autoscaling, alarms, dashboard.
 
-The model artifact comes from the training pipeline's handoff (an SSM parameter read at deploy time)
-or from the setting endpoint_model_data_url. The serving code travels inside model.tar.gz, under
-code/ (train.py puts it there): with network isolation on, the container cannot download a code
-package itself, which is also why the SageMaker SDK repacks models this way.
+The endpoint serves a version of the Model Registry group (a model package), so what is served is traceable
+to its package and training job: the latest approved version, whose ARN the training stack records in an
+SSM parameter that every deploy reads again, or the version the setting endpoint_model_package_arn pins.
+The package names the image and model.tar.gz; the serving code travels inside model.tar.gz, under code/
+(train.py puts it there): with network isolation on, the container cannot download a code package itself,
+which is also why the SageMaker SDK repacks models this way.
 """
 
 from __future__ import annotations
@@ -23,22 +25,55 @@ from stacks.constructs.iam import (
     allow_sagemaker_metrics,
     allow_vpc_interfaces,
 )
-from stacks.contract import PREFIXES, model_environment
+from stacks.contract import NOT_APPROVED, PREFIXES, model_environment
 from stacks.foundation import Foundation
 from stacks.images import pytorch_image
 from stacks.instances import has_local_storage
 from stacks.names import LAMBDA_ALIAS
 from stacks.settings import Settings
-from stacks.training import NOT_TRAINED
 
 VARIANT = "AllTraffic"
 # The old fleet of a blue/green update serves on for this long while the rollback alarms watch the new one.
 BLUE_GREEN_WAIT_SECONDS = 600
-NOT_TRAINED_MESSAGE = (
-    "No model has been trained yet: run the training pipeline (dogbreeds train, or start the "
-    "{state_machine} state machine) and let it pass the quality gate, then deploy this stack again. "
-    "To serve a model you have, set endpoint_model_data_url."
+# The CloudFormation parameter that reads the approved package's ARN from SSM on every deploy.
+PACKAGE_PARAMETER = "ModelPackageArnParameter"
+NOT_APPROVED_MESSAGE = (
+    "No model package has been approved yet in {group}: list the registered versions with `dogbreeds models`, "
+    "approve one with `dogbreeds approve VERSION`, then deploy this stack again (no model yet? run `dogbreeds "
+    "train` first). To serve a version without approving it, set endpoint_model_package_arn to its ARN."
 )
+
+
+def served_package(stack: Stack, settings: Settings) -> str:
+    """The ARN of the model package the endpoint serves: the pinned one, or the latest approved one.
+
+    The latest approved one comes from an SSM-typed CloudFormation parameter. CloudFormation reads its value
+    again for every change set (a UsePreviousValue keeps the SSM name, not the value), and the CDK CLI never
+    skips the deploy of a stack with such a parameter, unless the parameter's description holds "[cdk:skip]":
+    so a plain `cdk deploy` serves a newly approved package, with no --force. A rule refuses the deploy, before
+    any resource changes, while nothing has been approved.
+    """
+    if settings.endpoint_model_package_arn:
+        return settings.endpoint_model_package_arn
+    parameter = CfnParameter(
+        stack,
+        PACKAGE_PARAMETER,
+        type="AWS::SSM::Parameter::Value<String>",
+        default=settings.names.approved_package_parameter,
+        description="SSM parameter holding the ARN of the latest approved model package (recorded on approval; "
+        "read again on every deploy)",
+    )
+    CfnRule(
+        stack,
+        "ModelIsApproved",
+        assertions=[
+            CfnRuleAssertion(
+                assert_=Fn.condition_not(Fn.condition_equals(parameter.value_as_string, NOT_APPROVED)),
+                assert_description=NOT_APPROVED_MESSAGE.format(group=settings.names.model_package_group),
+            )
+        ],
+    )
+    return parameter.value_as_string
 
 
 class EndpointStack(Stack):
@@ -51,8 +86,8 @@ class EndpointStack(Stack):
         s, f = settings, foundation
         self.endpoint_name = s.endpoint_name
         self.endpoint_arn = self.format_arn(service="sagemaker", resource="endpoint", resource_name=s.endpoint_name)
-        model_data_url = self._model_data_url(s)
-        self.model = self._model(s, f, model_data_url)
+        self.package_arn = served_package(self, s)
+        self.model = self._model(s, f, self.package_arn)
         self.config = sagemaker.CfnEndpointConfig(
             self,
             "Config",
@@ -83,10 +118,14 @@ class EndpointStack(Stack):
             "ScalingPolicyName",
             value=policy.node.default_child.policy_name,  # a name CDK derives from the construct path
         )
-        CfnOutput(self, "ModelDataUrl", value=model_data_url)
         CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name)
+        # What is served, and the config the endpoint should run: after a deploy, an endpoint whose
+        # DescribeEndpoint names another config has rolled the update back (the stack still reports success).
+        CfnOutput(self, "ModelPackageArn", value=self.package_arn)
+        CfnOutput(self, "EndpointConfigName", value=self.config.attr_endpoint_config_name)
 
-    def _model(self, s: Settings, f: Foundation, model_data_url: str) -> sagemaker.CfnModel:
+    def _model(self, s: Settings, f: Foundation, package_arn: str) -> sagemaker.CfnModel:
+        # The package names the image; the role may pull from its repository (the same for CPU and GPU tags).
         image = pytorch_image("inference", s.inference_framework_version, s.endpoint_instance_type)
         security_group = ec2.SecurityGroup(
             self,
@@ -102,9 +141,10 @@ class EndpointStack(Stack):
             "Model",
             execution_role_arn=role.role_arn,
             enable_network_isolation=True,
+            # Image and model data come from the package (as the SageMaker SDK's ModelPackage creates a
+            # model); a container with ModelPackageName still takes an Environment.
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
-                image=image.uri_in(self),
-                model_data_url=model_data_url,
+                model_package_name=package_arn,
                 environment=model_environment(s, Aws.REGION),
             ),
             vpc_config=sagemaker.CfnModel.VpcConfigProperty(
@@ -159,31 +199,6 @@ class EndpointStack(Stack):
         )
         return resource_id, policy
 
-    # --- the model artifact ---------------------------------------------------------------
-
-    def _model_data_url(self, s: Settings) -> str:
-        if s.endpoint_model_data_url:
-            return s.endpoint_model_data_url
-        parameter = CfnParameter(
-            self,
-            "ModelDataUrlParameter",
-            type="AWS::SSM::Parameter::Value<String>",
-            default=s.names.model_parameter,
-            description="SSM parameter holding the S3 URI of the model to serve (written by the training pipeline)",
-        )
-        # Checked before any resource is created or changed: no half-made endpoint without a model.
-        CfnRule(
-            self,
-            "ModelIsTrained",
-            assertions=[
-                CfnRuleAssertion(
-                    assert_=Fn.condition_not(Fn.condition_equals(parameter.value_as_string, NOT_TRAINED)),
-                    assert_description=NOT_TRAINED_MESSAGE.format(state_machine=s.names.state_machine),
-                )
-            ],
-        )
-        return parameter.value_as_string
-
     # --- the model's role --------------------------------------------------------------------
 
     def _model_role(
@@ -195,16 +210,23 @@ class EndpointStack(Stack):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com").with_conditions(
                 {"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
             ),
-            description="The endpoint's model: read the artifact, pull the image, write logs and metrics",
+            description="The endpoint's model: read its package and artifact, pull the image, write logs and metrics",
         )
-        model_prefixes = (PREFIXES.models, PREFIXES.ec2_models)
+        group = s.names.model_package_group
         p = Permissions(self, "ModelPolicy", role=role)
+        p.allow(
+            "DescribeModelPackage",
+            ["sagemaker:DescribeModelPackage"],
+            [p.arn("sagemaker", "model-package", f"{group}/*")],
+            wildcard=f"the versions of the group {group} are numbered as they are registered; the model may be "
+            "created from any of them, and from no other group",
+        )
         p.allow(
             "ReadModelArtifact",
             ["s3:GetObject"],
-            [f.artifacts.objects_arn(prefix) for prefix in model_prefixes],
-            wildcard=f"model artifacts under {', '.join(model_prefixes)} are named by the training job; the "
-            "endpoint reads whichever one it is given, and nothing outside those prefixes",
+            [f.artifacts.objects_arn(PREFIXES.models)],
+            wildcard=f"the packages point at model artifacts under {PREFIXES.models}, named by the training job; "
+            "the endpoint reads the one its package names, and nothing outside that prefix",
         )
         allow_key_use(p, f.key, sid="UseStackKey")
         allow_image_pull(p, [repository_arn], sid="PullInferenceImage")

@@ -56,19 +56,24 @@ class Names:
         return self.project[:JOB_NAME_PREFIX_LENGTH].rstrip("-")
 
     @property
-    def model_parameter(self) -> str:
-        """The SSM parameter of the handoff: the S3 URI of the model the endpoint serves."""
-        return f"/{self.project}/model/data-url"
-
-    @property
-    def metrics_parameter(self) -> str:
-        """The SSM parameter with that model's metrics (JSON)."""
-        return f"/{self.project}/model/metrics"
-
-    @property
     def ec2_code_parameter(self) -> str:
         """The SSM parameter with the S3 URI of the code the EC2 training run uses (not in its user data)."""
         return f"/{self.project}/ec2-training/code-uri"
+
+    @property
+    def model_package_group(self) -> str:
+        """The Model Registry group every trained model is registered in, approved or not."""
+        return f"{self.project}-models"
+
+    @property
+    def approved_package_parameter(self) -> str:
+        """The SSM parameter holding the ARN of the latest approved package: what the endpoint serves."""
+        return f"/{self.project}/model/approved-package"
+
+    @property
+    def approval_recorder(self) -> str:
+        """The state machine that records the latest approved package whenever an approval changes."""
+        return f"{self.project}-approval-recorder"
 
     # --- notebook ------------------------------------------------------------------------------------
 

@@ -43,7 +43,8 @@ ENDPOINT_NAME = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,62}$")
 SSM_AMI_PARAMETER = re.compile(r"^/aws/service/[A-Za-z0-9_./-]+/ami-id$")
 RUN_ID = re.compile(r"^[A-Za-z0-9-]{1,32}$")
 PROJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,19}$")
-S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\.tar\.gz$")
+# model_approval: what a model that passes the quality gate is registered as.
+MODEL_APPROVAL = ("manual", "auto")
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,12 @@ class Settings:
     quality_gate_min_test_accuracy: float = field(
         metadata=_doc("The pipeline fails when the final model's test accuracy is below this (0 to 1).")
     )
+    model_approval: str = field(
+        metadata=_doc(
+            "How a model that passes the quality gate is registered: manual (PendingManualApproval, a person "
+            "approves it: dogbreeds approve) or auto (Approved)."
+        )
+    )
 
     # --- hyperparameter tuning -----------------------------------------------------------------
     tuning_enabled: bool = field(metadata=_doc("Tune hyperparameters before the final job, unless the input says."))
@@ -233,11 +240,25 @@ class Settings:
     )
     endpoint_scale_in_cooldown_seconds: int = field(metadata=_doc("Seconds between scale-in activities."))
     endpoint_scale_out_cooldown_seconds: int = field(metadata=_doc("Seconds between scale-out activities."))
-    endpoint_model_data_url: str = field(
-        metadata=_doc("Serve this s3://.../model.tar.gz instead of the last trained model (empty: last trained).")
+    endpoint_model_package_arn: str = field(
+        metadata=_doc(
+            "Serve this version of the model package group (its ARN) instead of the latest approved one "
+            "(empty: the latest approved)."
+        )
     )
     endpoint_latency_alarm_ms: int = field(metadata=_doc("Alarm (and roll back) when p90 model latency exceeds this."))
     top_k: int = field(metadata=_doc("Predictions returned per image unless the request asks otherwise."))
+    endpoint_max_decode_mb: int = field(
+        metadata=_doc(
+            "Memory a request's images may take to decode, all of them together, in MiB (every pixel buffer of "
+            "every conversion counted): more is a 413 before any pixel is decoded."
+        )
+    )
+    endpoint_max_jpeg_scans: int = field(
+        metadata=_doc(
+            "Scans a JPEG may have (each is a pass over the whole image; cameras write about 10): more is a 413."
+        )
+    )
 
     # --- invoker Lambda ------------------------------------------------------------------------
     lambda_memory_mb: int = field(metadata=_doc("Memory of the invoker Lambda in MB."))
@@ -258,7 +279,10 @@ class Settings:
         metadata=_doc("Read timeout of one endpoint call from the Lambda, in seconds.")
     )
     lambda_endpoint_max_attempts: int = field(
-        metadata=_doc("Endpoint calls the Lambda makes when throttled or unavailable (first call included).")
+        metadata=_doc(
+            "Endpoint calls the Lambda makes when throttled or unavailable (first call included); never again "
+            "after a read timeout."
+        )
     )
 
     # ------------------------------------------------------------------------------------------
@@ -378,6 +402,7 @@ class Settings:
                 "(SageMaker counts the run time inside the wait)."
             )
         check.closed_interval("quality_gate_min_test_accuracy", 0.0, 1.0)
+        check.one_of("model_approval", MODEL_APPROVAL)
 
     def _tuning_problems(self, check: _Checker) -> None:
         check.between("tuning_max_jobs", 1, 500)
@@ -424,13 +449,18 @@ class Settings:
         check.at_least("endpoint_target_invocations_per_instance", 1)
         check.between("endpoint_scale_in_cooldown_seconds", 0, 3600)
         check.between("endpoint_scale_out_cooldown_seconds", 0, 3600)
-        if self.endpoint_model_data_url and not S3_URI.match(self.endpoint_model_data_url):
+        group = self.names.model_package_group
+        pattern = rf"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{{12}}:model-package/{re.escape(group)}/[1-9]\d*$"
+        if self.endpoint_model_package_arn and not re.match(pattern, self.endpoint_model_package_arn):
             check.problems.append(
-                f"endpoint_model_data_url={_show(self.endpoint_model_data_url)}: accepted is empty (serve the "
-                "last trained model) or an s3://bucket/key.tar.gz URI."
+                f"endpoint_model_package_arn={_show(self.endpoint_model_package_arn)}: accepted is empty (serve the "
+                f"latest approved version) or the ARN of a version of the group {group}, such as "
+                f"arn:aws:sagemaker:us-east-1:111122223333:model-package/{group}/3 (dogbreeds models lists them)."
             )
         check.between("endpoint_latency_alarm_ms", 1, 60_000)
         check.between("top_k", 1, DOG_BREEDS)
+        check.between("endpoint_max_decode_mb", 64, 8192)
+        check.between("endpoint_max_jpeg_scans", 10, 1000)
 
     def _lambda_problems(self, check: _Checker) -> None:
         check.between("lambda_memory_mb", 128, 10240)
@@ -515,8 +545,9 @@ class Settings:
 
     @property
     def lambda_worst_case_seconds(self) -> int:
-        """The longest one Lambda call can take: the fetch's deadline, every endpoint attempt timing out, and
-        botocore's standard-mode back-off between attempts (at most 2^(n-1) seconds before retry n)."""
+        """The longest one Lambda call can take: the fetch's deadline, every endpoint call taking its whole read
+        timeout, and the back-off between calls (at most 2^(n-1) seconds before call n+1). A read timeout is never
+        retried, but a throttled or unavailable answer that comes just before it is."""
         backoff = sum(min(20, 2 ** (attempt - 1)) for attempt in range(1, self.lambda_endpoint_max_attempts))
         return (
             self.lambda_fetch_timeout_seconds

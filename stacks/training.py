@@ -1,4 +1,5 @@
-"""Training as infrastructure: the code asset, the SageMaker execution role, the training pipeline."""
+"""Training as infrastructure: the code asset, the SageMaker execution role, the training pipeline, and the
+model registry it registers every model in (with the approval recorder that says what is served)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from aws_cdk import Aws, CfnOutput, Duration, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from stacks.approval import ApprovalRecorder, RecorderResources
 from stacks.constructs.code_asset import TrainingCodeAsset
 from stacks.constructs.iam import (
     Permissions,
@@ -21,20 +24,18 @@ from stacks.constructs.iam import (
     allow_vpc_interfaces,
 )
 from stacks.constructs.logs import log_retention
-from stacks.contract import PREFIXES, load_metrics_module
+from stacks.contract import NOT_APPROVED, PREFIXES, load_metrics_module, model_environment
 from stacks.foundation import Foundation
 from stacks.images import pytorch_image
+from stacks.instances import family
 from stacks.nag import acknowledge
-from stacks.settings import Settings
-from stacks.training_pipeline import PipelineResources, definition
-
-# The value the handoff parameter holds until the pipeline has handed off a model. The endpoint
-# stack refuses to deploy while it is there (a CloudFormation rule, checked before any resource).
-NOT_TRAINED = "none: no model has been trained yet"
+from stacks.settings import Settings, instance_types
+from stacks.training_pipeline import MODEL_QUALITY_FILE, PipelineResources, definition
 
 
 class TrainingStack(Stack):
-    """The training/ code package, the jobs' execution role and the Step Functions training pipeline."""
+    """The training/ code package, the jobs' execution role, the Step Functions training pipeline, the model
+    package group it registers every model in, and the approval recorder."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, settings: Settings, foundation: Foundation, **kwargs
@@ -59,18 +60,32 @@ class TrainingStack(Stack):
         self.execution_role = self._execution_role(
             f, [training_image.repository_arn_in(self), tuning_image.repository_arn_in(self)]
         )
-        self.model_parameter = ssm.StringParameter(
+        self.model_package_group = sagemaker.CfnModelPackageGroup(
             self,
-            "ModelDataUrl",
-            parameter_name=names.model_parameter,
-            string_value=NOT_TRAINED,
-            description="S3 URI of the model the endpoint serves; written by the training pipeline",
+            "ModelPackageGroup",
+            model_package_group_name=names.model_package_group,
+            model_package_group_description=(
+                "Every model the training pipeline trained, with its metrics and lineage: Approved, "
+                "PendingManualApproval or Rejected by the quality gate. The latest Approved one is served."
+            ),
         )
-        # The pipeline overwrites the value; CloudFormation rewrites it only if these properties
+        # The registry is the models' history, kept like the artifact bucket that holds their files. Its name and
+        # description are create-only: a change would replace a named resource, which CloudFormation refuses.
+        self.model_package_group.apply_removal_policy(RemovalPolicy.RETAIN if s.retain_data else RemovalPolicy.DESTROY)
+        self.approved_package = ssm.StringParameter(
+            self,
+            "ApprovedPackage",
+            parameter_name=names.approved_package_parameter,
+            string_value=NOT_APPROVED,
+            description="ARN of the latest Approved model package of the group: what the endpoint serves; "
+            "written by the approval recorder",
+        )
+        # The recorder overwrites the value; CloudFormation rewrites it only if these properties
         # change, so none of them may depend on anything that changes (not even tags).
-        Tags.of(self.model_parameter).remove("project")
+        Tags.of(self.approved_package).remove("project")
 
         metrics = load_metrics_module()
+        inference_image = pytorch_image("inference", s.inference_framework_version, s.endpoint_instance_type)
         resources = PipelineResources(
             bucket_name=f.artifacts.bucket_name,
             dataset_prefix=PREFIXES.datasets,
@@ -86,19 +101,34 @@ class TrainingStack(Stack):
             subnet_ids=f.subnet_ids,
             security_group_ids=[self.job_security_group.security_group_id],
             job_name_prefix=names.job_name_prefix,
-            model_parameter=names.model_parameter,
-            metrics_parameter=names.metrics_parameter,
+            model_package_group=names.model_package_group,
+            inference_image=inference_image.uri_in(self),
+            model_environment=model_environment(s, Aws.REGION),
+            inference_instance_types=serving_instance_types(s.endpoint_instance_type),
             metric_definitions=[{"Name": n, "Regex": r} for n, r in metrics.METRIC_REGEXES.items()],
             tuning_objective=metrics.TUNING_OBJECTIVE,
             quality_gate_metric=metrics.QUALITY_GATE_METRIC,
         )
         self.state_machine = self._state_machine(s, f, resources)
+        self.state_machine.node.add_dependency(self.model_package_group)
+        self.approval_recorder = ApprovalRecorder(
+            self,
+            "ApprovalRecorder",
+            settings=s,
+            resources=RecorderResources(
+                model_package_group=names.model_package_group,
+                parameter_name=names.approved_package_parameter,
+                not_approved=NOT_APPROVED,
+            ),
+            parameter_arn=self.approved_package.parameter_arn,
+        )
+        self.approval_recorder.node.add_dependency(self.model_package_group)
 
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
         CfnOutput(self, "ExecutionRoleArn", value=self.execution_role.role_arn)
         CfnOutput(self, "CodeUri", value=self.code.s3_url)
-        CfnOutput(self, "ModelParameterName", value=names.model_parameter)
-        CfnOutput(self, "MetricsParameterName", value=names.metrics_parameter)
+        CfnOutput(self, "ModelPackageGroupName", value=names.model_package_group)
+        CfnOutput(self, "ApprovedPackageParameterName", value=names.approved_package_parameter)
 
     def _state_machine(self, s: Settings, f: Foundation, resources: PipelineResources) -> sfn.StateMachine:
         log_group = logs.LogGroup(
@@ -170,7 +200,7 @@ class TrainingStack(Stack):
             assumed_by=iam.ServicePrincipal("states.amazonaws.com").with_conditions(
                 {"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
             ),
-            description="The training pipeline: starts and watches its own jobs, hands off the model",
+            description="The training pipeline: starts and watches its own jobs, registers the model",
         )
         p = Permissions(self, "PipelinePolicy", role=role)
         p.allow(
@@ -220,9 +250,34 @@ class TrainingStack(Stack):
             conditions={"StringLike": {"s3:prefix": [r.dataset_prefix, f"{r.pretrained_prefix}*"]}},
         )
         p.allow(
-            "HandOffModel",
-            ["ssm:PutParameter"],
-            [p.arn("ssm", "parameter", name.lstrip("/")) for name in (r.model_parameter, r.metrics_parameter)],
+            "RecordModelMetrics",
+            ["s3:PutObject"],
+            [f"{f.artifacts.bucket_arn}/{r.models_prefix}{r.job_name_prefix}-train-*/{MODEL_QUALITY_FILE}"],
+            wildcard="each model's metrics object sits beside its training job's output, in a folder named after "
+            "the job (made per execution); the statement is limited to that one file name",
+        )
+        p.allow(
+            "EncryptModelMetrics",
+            ["kms:GenerateDataKey"],
+            [f.key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": f"s3.{Aws.REGION}.amazonaws.com"}},
+        )
+        p.allow(
+            "RegisterModel",
+            # AddTags: the version is tagged with the project as it is created.
+            ["sagemaker:CreateModelPackage", "sagemaker:AddTags"],
+            [p.arn("sagemaker", "model-package", f"{r.model_package_group}/*")],
+            wildcard="SageMaker numbers each version of the group as it is registered; the statement is limited "
+            "to this group's versions",
         )
         allow_key_grants(p, f.key, sid="EncryptJobVolumes")
         return role
+
+
+def serving_instance_types(endpoint_instance_type: str) -> list[str]:
+    """What a registered model is declared to run on: the endpoint's type and the other sizes of its family
+    (same accelerator, so the same serving image), from botocore's SageMaker service model."""
+    same_family = family(endpoint_instance_type)
+    return [endpoint_instance_type] + [
+        t for t in instance_types("endpoint_instance_type") if family(t) == same_family and t != endpoint_instance_type
+    ]

@@ -3,7 +3,10 @@
 One ``StartExecution`` runs: check the input → check the data set and the pretrained weights in S3
 → optional hyperparameter tuning (``createHyperParameterTuningJob.sync``) → the final training job
 (``createTrainingJob.sync``, N instances, torchrun on every host) → the quality gate on
-``test_accuracy`` → the handoff (SSM parameters the endpoint stack reads).
+``test_accuracy`` → the model's metrics written to S3 → the model registered as a version of the
+model package group (SageMaker Model Registry): Approved or PendingManualApproval (setting
+model_approval) when it passed the gate, Rejected (with its metrics, so the history is complete)
+when it did not, after which the execution fails with ``QualityGateFailed``.
 
 The definition is built here from plain values (strings may be CDK tokens) so that the stack
 synthesizes it into the template and the tests can read it back and run it.
@@ -32,11 +35,21 @@ CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 # Job names: <prefix (12)>-hpo-<run ID>-<attempt ID> must fit the tuning job name limit of 32 characters.
 RUN_ID_LENGTH = 8
 ATTEMPT_ID_LENGTH = 6
+# CreateModelPackage's ClientToken: at most 36 characters.
+CLIENT_TOKEN_LENGTH = 36
 
 TRAINING_JOB_SYNC = "arn:aws:states:::sagemaker:createTrainingJob.sync"
 TUNING_JOB_SYNC = "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync"
 S3_LIST_OBJECTS = "arn:aws:states:::aws-sdk:s3:listObjectsV2"
-SSM_PUT_PARAMETER = "arn:aws:states:::aws-sdk:ssm:putParameter"
+S3_PUT_OBJECT = "arn:aws:states:::aws-sdk:s3:putObject"
+CREATE_MODEL_PACKAGE = "arn:aws:states:::aws-sdk:sagemaker:createModelPackage"
+# How a model that passed the quality gate is registered, by the setting model_approval.
+APPROVAL_STATUS = {"auto": "Approved", "manual": "PendingManualApproval"}
+# What the serving container accepts and answers (training/inference.py's input_fn and output_fn).
+SERVING_CONTENT_TYPES = ("image/jpeg", "image/png", "application/x-image", "application/json")
+SERVING_RESPONSE_TYPES = ("application/json",)
+# The model's metrics object, next to its training job's output under the models prefix.
+MODEL_QUALITY_FILE = "model-quality.json"
 
 
 @dataclass(frozen=True)
@@ -57,8 +70,10 @@ class PipelineResources:
     subnet_ids: list[str]
     security_group_ids: list[str]
     job_name_prefix: str
-    model_parameter: str
-    metrics_parameter: str
+    model_package_group: str
+    inference_image: str
+    model_environment: dict[str, str]
+    inference_instance_types: list[str]
     metric_definitions: list[dict[str, str]]
     tuning_objective: str
     quality_gate_metric: str
@@ -87,10 +102,10 @@ def definition(settings: Settings, r: PipelineResources) -> dict:
         **_tuning_states(settings, r),
         **_training_states(settings, r),
         **_quality_gate_states(r),
-        **_handoff_states(r),
+        **_registry_states(settings, r),
     }
     return {
-        "Comment": "Dog-breed classifier: tune (optional), train with DDP, gate on test accuracy, hand off",
+        "Comment": "Dog-breed classifier: tune (optional), train with DDP, gate on test accuracy, register the model",
         "QueryLanguage": "JSONata",
         "StartAt": "Configure",
         "States": states,
@@ -144,6 +159,10 @@ def _config(s: Settings, r: PipelineResources) -> dict:
         "channel": _channel("training", f"s3://{r.bucket_name}/{r.dataset_prefix}"),
         "pretrainedChannel": _channel("pretrained", f"s3://{r.bucket_name}/{r.pretrained_prefix}"),
         "qualityGate": s.quality_gate_min_test_accuracy,
+        "modelsPrefix": r.models_prefix,
+        "datasetUri": f"s3://{r.bucket_name}/{r.dataset_prefix}",
+        "codeUri": r.code_uri,
+        "approvalStatus": APPROVAL_STATUS[s.model_approval],
     }
 
 
@@ -382,25 +401,47 @@ def _training_states(s: Settings, r: PipelineResources) -> dict:
 
 
 def _quality_gate_states(r: PipelineResources) -> dict:
+    """The verdict on the final model. Every model is registered; the verdict sets its approval status."""
     metric = _js(r.quality_gate_metric)
+    verdict = (
+        f"{{% ( $value := $lookup($metrics, {metric}); "
+        "$verdict := $exists($value) ? ($value < $config.qualityGate ? 'below' : 'passed') : 'missing'; "
+        "$threshold := $string($config.qualityGate); "
+        "{ 'verdict': $verdict, "
+        "'status': $verdict = 'passed' ? $config.approvalStatus : 'Rejected', "
+        "'description': $verdict = 'passed' "
+        f"? 'Passed the quality gate: {r.quality_gate_metric} ' & $string($value) & ' reaches ' & $threshold & "
+        "' (training job ' & $trainingJob & ').' "
+        ": 'Rejected by the quality gate (' & ($verdict = 'below' "
+        f"? '{r.quality_gate_metric} ' & $string($value) & ' is below ' & $threshold "
+        f": 'no {r.quality_gate_metric} metric') & ', training job ' & $trainingJob & "
+        "'): registered for the record, never to be served.' } ) %}"
+    )
     return {
         "Quality gate": {
+            "Type": "Pass",
+            "Comment": "Every model is registered, with its metrics; only one that passed can be approved.",
+            "Assign": {
+                "gate": verdict,
+                "metricsKey": f"{{% $config.modelsPrefix & $trainingJob & '/{MODEL_QUALITY_FILE}' %}}",
+            },
+            "Next": "Record model metrics",
+        },
+        "Passed quality gate?": {
             "Type": "Choice",
             "Choices": [
-                {"Condition": f"{{% $not($exists($lookup($metrics, {metric}))) %}}", "Next": "No test metric"},
-                {
-                    "Condition": f"{{% $lookup($metrics, {metric}) < $config.qualityGate %}}",
-                    "Next": "Below quality gate",
-                },
+                {"Condition": "{% $gate.verdict = 'missing' %}", "Next": "No test metric"},
+                {"Condition": "{% $gate.verdict = 'below' %}", "Next": "Below quality gate"},
             ],
-            "Default": "Hand off model",
+            "Default": "Done",
         },
         "No test metric": {
             "Type": "Fail",
             "Error": "QualityGateFailed",
             "Cause": (
                 f"{{% 'Training job ' & $trainingJob & ' reported no {r.quality_gate_metric} metric, so the "
-                "quality gate cannot pass; its log shows why the test evaluation did not run.' %}"
+                "quality gate cannot pass; its log shows why the test evaluation did not run. The model is "
+                "registered as ' & $packageArn & ' (Rejected).' %}"
             ),
         },
         "Below quality gate": {
@@ -409,52 +450,127 @@ def _quality_gate_states(r: PipelineResources) -> dict:
             "Cause": (
                 f"{{% '{r.quality_gate_metric} ' & $string($lookup($metrics, {metric})) & "
                 "' is below the quality gate ' & $string($config.qualityGate) & "
-                "' (setting quality_gate_min_test_accuracy); the model ' & $modelDataUrl & "
-                "' was not handed to the endpoint.' %}"
+                "' (setting quality_gate_min_test_accuracy); the model is registered as ' & $packageArn & "
+                "', Rejected, and will not be served.' %}"
             ),
         },
     }
 
 
-def _handoff_states(r: PipelineResources) -> dict:
+def _registry_states(s: Settings, r: PipelineResources) -> dict:
+    """The model's metrics in S3 (KMS-encrypted), then the model as a version of the model package group."""
+    hyperparameters = "$merge([$run.hyperparameters, $tuned])"
+    statistics = (
+        f"{{% ( $value := $lookup($metrics, {_js(r.quality_gate_metric)}); $string({{"
+        "'multiclass_classification_metrics': $exists($value) ? {'accuracy': {'value': $value}} : {}, "
+        "'metrics': $metrics, "
+        f"'quality_gate': {{'metric': {_js(r.quality_gate_metric)}, 'threshold': $config.qualityGate, "
+        "'verdict': $gate.verdict}, "
+        "'training_job': $trainingJob, 'tuning_job': $tuningJob, 'model_data_url': $modelDataUrl, "
+        f"'hyperparameters': {hyperparameters}}}) ) %}}"
+    )
+    # SageMaker's limits: at most 50 entries, values of 1 to 256 characters from a small alphabet (no quotes):
+    # hyperparameters are shown unencoded, as train.py reads them.
+    metadata = (
+        "{% ( $show := function($v) { $exists($v) ? $string($v) : 'none' }; "
+        "$merge($append([{ "
+        "'training_job': $trainingJob, "
+        "'tuning_job': $tuningJob ? $tuningJob : 'none', "
+        "'dataset': $config.datasetUri, "
+        "'code': $config.codeUri, "
+        f"{_js(r.quality_gate_metric)}: $show($lookup($metrics, {_js(r.quality_gate_metric)})), "
+        f"{_js(r.tuning_objective)}: $show($lookup($metrics, {_js(r.tuning_objective)})) "
+        f"}}], $each({hyperparameters}, function($v, $k) {{ {{'hp.' & $k: $string($v)}} }}))) ) %}}"
+    )
+    container = {
+        "Image": r.inference_image,
+        "ModelDataUrl": "{% $modelDataUrl %}",
+        "Environment": r.model_environment,
+        "Framework": "PYTORCH",
+        "FrameworkVersion": s.inference_framework_version,
+    }
     return {
-        "Hand off model": {
+        "Record model metrics": {
             "Type": "Task",
-            "Resource": SSM_PUT_PARAMETER,
-            "Comment": "The endpoint stack serves this artifact on its next deploy.",
+            "Resource": S3_PUT_OBJECT,
+            "Comment": "The model package's model-quality statistics, encrypted with the stack key.",
             "Arguments": {
-                "Name": r.model_parameter,
-                "Value": "{% $modelDataUrl %}",
-                "Type": "String",
-                "Overwrite": True,
+                "Bucket": "{% $config.bucket %}",
+                "Key": "{% $metricsKey %}",
+                "Body": statistics,
+                "ContentType": "application/json",
+                "ServerSideEncryption": "aws:kms",
+                "SSEKMSKeyId": r.key_arn,
             },
             "Retry": _sdk_retry(),
-            "Next": "Record metrics",
+            "Catch": _registration_catch(),
+            "Next": "Register model",
         },
-        "Record metrics": {
+        "Register model": {
             "Type": "Task",
-            "Resource": SSM_PUT_PARAMETER,
+            "Resource": CREATE_MODEL_PACKAGE,
+            "Comment": "A new version of the model package group; approval (EventBridge) decides what is served.",
             "Arguments": {
-                "Name": r.metrics_parameter,
-                "Value": (
-                    "{% $string({'model_data_url': $modelDataUrl, 'training_job': $trainingJob, "
-                    "'tuning_job': $tuningJob, 'metrics': $metrics, "
-                    "'hyperparameters': $merge([$run.hyperparameters, $tuned])}) %}"
+                "ModelPackageGroupName": r.model_package_group,
+                "ModelPackageDescription": "{% $gate.description %}",
+                "ModelApprovalStatus": "{% $gate.status %}",
+                "InferenceSpecification": {
+                    "Containers": [container],
+                    "SupportedContentTypes": list(SERVING_CONTENT_TYPES),
+                    "SupportedResponseMIMETypes": list(SERVING_RESPONSE_TYPES),
+                    "SupportedRealtimeInferenceInstanceTypes": r.inference_instance_types,
+                },
+                "ModelMetrics": {
+                    "ModelQuality": {
+                        "Statistics": {
+                            "ContentType": "application/json",
+                            "S3Uri": "{% 's3://' & $config.bucket & '/' & $metricsKey %}",
+                        }
+                    }
+                },
+                "CustomerMetadataProperties": metadata,
+                "MetadataProperties": {"GeneratedBy": "{% $states.context.Execution.Id %}"},
+                # One token per execution and job: a retried or redriven request registers no second version.
+                "ClientToken": (
+                    "{% $substring($hash($states.context.Execution.Id & '/' & $trainingJob, 'SHA-256'), 0, "
+                    f"{CLIENT_TOKEN_LENGTH}) %}}"
                 ),
-                "Type": "String",
-                "Overwrite": True,
+                "Tags": [{"Key": "project", "Value": s.project_name}],
             },
+            "Assign": {"packageArn": "{% $states.result.ModelPackageArn %}"},
             "Retry": _sdk_retry(),
-            "Next": "Done",
+            "Catch": _registration_catch(),
+            "Next": "Passed quality gate?",
+        },
+        "Registration failed": {
+            "Type": "Fail",
+            "Comment": "Writing the metrics or registering the model failed after retries.",
+            "Error": "RegistrationFailed",
+            "Cause": (
+                "{% 'The model ' & $modelDataUrl & ' of training job ' & $trainingJob & ' (quality gate: ' & "
+                "$gate.verdict & ') could not be registered in the model registry: ' & $failure.Error & ': ' & "
+                "$failure.Cause %}"
+            ),
         },
         "Done": {
             "Type": "Succeed",
             "Output": (
-                "{% {'model_data_url': $modelDataUrl, 'training_job': $trainingJob, "
+                "{% {'model_package_arn': $packageArn, 'approval_status': $gate.status, "
+                "'model_data_url': $modelDataUrl, 'training_job': $trainingJob, "
                 "'tuning_job': $tuningJob, 'metrics': $metrics} %}"
             ),
         },
     }
+
+
+def _registration_catch() -> list[dict]:
+    return [
+        {
+            "ErrorEquals": ["States.ALL"],
+            "Assign": {"failure": "{% $states.errorOutput %}"},
+            "Next": "Registration failed",
+        }
+    ]
 
 
 def _job_name(kind: str) -> str:

@@ -1,23 +1,29 @@
 """``dogbreeds status``: what is deployed and how it is doing.
 
-The app's stacks and their states; the last training execution and the model handed off; the
-endpoint's status, instance count, autoscaling range and invocations per minute over the last 15
-minutes; the Lambda's reserved concurrency and its alias's provisioned concurrency. A part that the
-credentials may not read is shown as such; the rest is still shown.
+The app's stacks and their states; the last training execution and the latest approved model package
+version; the endpoint's status, the model package version it serves (and the one a deploy would serve
+when they differ), an update SageMaker rolled back, its instance count, autoscaling range and
+invocations per minute over the last 15 minutes; the Lambda's reserved concurrency and its alias's
+provisioned concurrency. A part that the credentials may not read is shown as such; the rest is still
+shown.
 """
 
 from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from dogbreeds.ops.aws import Aws, Stacks
 from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import ACCESS_DENIED_CODES, NotDeployedError, client_error_code
+from dogbreeds.ops.registry import Registry, describe_version, same_package, variant_models, version_of
 from stacks.contract import PREFIXES
 from stacks.names import STACK_PARTS
 
 WINDOW_MINUTES = 15
+# Endpoint states in which its endpoint config is about to change: a config other than the stack's is no rollback.
+CHANGING = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
 
 
 class Unreadable(Exception):
@@ -47,11 +53,12 @@ def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
         state = stack["StackStatus"] if stack else "not deployed"
         print(f"  {config.names.stack(part):<{width}}  {state}")
 
+    registry = Registry(stacks, aws, config)
     for title, section in (
         ("Artifact bucket", _foundation),
-        ("Training", _training),
+        ("Training", partial(_training, registry=registry)),
         ("Notebook", _notebook),
-        ("Endpoint", _endpoint),
+        ("Endpoint", partial(_endpoint, registry=registry)),
         ("Lambda", _function),
     ):
         try:
@@ -79,7 +86,7 @@ def _foundation(stacks: Stacks, aws: Aws) -> list[str]:
     ]
 
 
-def _training(stacks: Stacks, aws: Aws) -> list[str]:
+def _training(stacks: Stacks, aws: Aws, *, registry: Registry) -> list[str]:
     arn = stacks.output("training", "StateMachineArn")
     lines = []
     executions = _read(aws.client("stepfunctions").list_executions, stateMachineArn=arn, maxResults=1)["executions"]
@@ -89,13 +96,21 @@ def _training(stacks: Stacks, aws: Aws) -> list[str]:
         lines.append(f"Training: last execution {last['name']} {last['status']} (started {started})")
     else:
         lines.append("Training: no execution yet (dogbreeds train)")
-    parameter = stacks.output("training", "ModelParameterName")
-    try:
-        value = _read(aws.client("ssm").get_parameter, Name=parameter)["Parameter"]["Value"]
-        lines.append(f"  model handed off ({parameter}): {value}")
-    except Unreadable as err:
-        lines.append(f"  model handed off ({parameter}): not readable ({err})")
+    lines.append("  " + _approved_line(registry))
     return lines
+
+
+def _approved_line(registry: Registry) -> str:
+    try:
+        approved = registry.approved
+    except NotDeployedError as err:  # a training stack deployed before the Model Registry
+        return f"latest approved model package: not known ({err})"
+    where = f"latest approved model package ({approved.parameter})"
+    if approved.unknown:
+        return f"{where}: not known ({approved.unknown})"
+    if approved.package_arn is None:
+        return f"{where}: none yet (dogbreeds models lists the versions; dogbreeds approve VERSION approves one)"
+    return f"{where}: {describe_version(approved.package_arn, _group(registry))} (dogbreeds models lists them all)"
 
 
 def _notebook(stacks: Stacks, aws: Aws) -> list[str]:
@@ -104,7 +119,7 @@ def _notebook(stacks: Stacks, aws: Aws) -> list[str]:
     return [f"Notebook {name}: {status['NotebookInstanceStatus']}"]
 
 
-def _endpoint(stacks: Stacks, aws: Aws) -> list[str]:
+def _endpoint(stacks: Stacks, aws: Aws, *, registry: Registry) -> list[str]:
     name = stacks.output("endpoint", "EndpointName")
     sagemaker = aws.client("sagemaker")
     try:
@@ -116,7 +131,7 @@ def _endpoint(stacks: Stacks, aws: Aws) -> list[str]:
     line = f"Endpoint {name}: {endpoint['EndpointStatus']}"
     if endpoint.get("FailureReason"):
         line += f" - {endpoint['FailureReason']}"
-    lines = [line]
+    lines = [line, *_served(stacks, aws, registry, endpoint)]
     for variant in endpoint.get("ProductionVariants", []):
         vname = variant["VariantName"]
         current, desired = variant.get("CurrentInstanceCount"), variant.get("DesiredInstanceCount")
@@ -127,6 +142,98 @@ def _endpoint(stacks: Stacks, aws: Aws) -> list[str]:
         lines.append(text)
         lines.append("  " + _invocations(aws, name, vname))
     return lines
+
+
+def _served(stacks: Stacks, aws: Aws, registry: Registry, endpoint: dict) -> list[str]:
+    """The package version the endpoint serves; a rolled-back update; what a deploy would serve instead."""
+    running = endpoint.get("EndpointConfigName")
+    outputs = stacks.outputs("endpoint")
+    deploy = registry.deploy_command()
+    try:
+        models = _read(lambda: list(variant_models(aws.client("sagemaker"), running))) if running else []
+    except Unreadable as err:
+        return [f"  live model: not readable ({err})"]
+    lines, live = [], None
+    group = _group(registry)
+    for model in models:
+        if model.package_arn:
+            live = live or model.package_arn
+            served = f"model package {describe_version(model.package_arn, group)} ({model.package_arn})"
+        else:
+            served = f"{model.model_data_url or model.model}, not a model package (deployed before the registry)"
+        lines.append(f"  live: {served}, variant {model.variant}, endpoint config {running}")
+
+    asked, rolled_back = outputs.get("EndpointConfigName"), False
+    if asked is None:
+        lines.append(
+            f"  the stack {registry.config.names.stack('endpoint')} has no output EndpointConfigName (deployed by "
+            f"an older version of this app): `{deploy}` deploys this one"
+        )
+    elif running != asked:
+        if endpoint["EndpointStatus"] in CHANGING:
+            status = endpoint["EndpointStatus"]
+            lines.append(f"  {status}: endpoint config {running} for now, the stack's is {asked}")
+        else:
+            lines += _rolled_back(registry, outputs, endpoint, asked)
+            rolled_back = True
+
+    target, why = _next_deploy(registry)
+    if target is None and why:
+        lines.append(f"  a deploy of {registry.config.names.stack('endpoint')} would be refused: {why}")
+    elif rolled_back and same_package(target, outputs.get("ModelPackageArn")):
+        version = describe_version(target, group)
+        remedy = (
+            "pin another version"
+            if registry.config.settings.endpoint_model_package_arn
+            else f"reject it (dogbreeds reject {version_of(target)} --reason TEXT) or approve a fixed version"
+        )
+        lines.append(
+            f"    then: while {version} is {why}, a deploy changes nothing (CloudFormation has it as deployed); "
+            f"{remedy}, then `{deploy}`."
+        )
+    elif target and live and not same_package(target, live):
+        lines.append(f"  a deploy would serve {describe_version(target, group)} ({why}): `{deploy}`")
+    return lines
+
+
+def _rolled_back(registry: Registry, outputs: dict[str, str], endpoint: dict, asked: str) -> list[str]:
+    name, running = endpoint["EndpointName"], endpoint.get("EndpointConfigName")
+    wanted = outputs.get("ModelPackageArn")
+    wanted_text = f" (model package {describe_version(wanted, _group(registry))})" if wanted else ""
+    alarms = registry.config.names.endpoint_alarm("")
+    dashboard = f", dashboard {outputs['DashboardName']}" if outputs.get("DashboardName") else ""
+    return [
+        f"  ROLLED BACK: the endpoint runs endpoint config {running}, but the last deploy of "
+        f"{registry.config.names.stack('endpoint')} asked for {asked}{wanted_text}; SageMaker rolled that update "
+        "back while CloudFormation records it as deployed.",
+        f"    why: the endpoint's page in the SageMaker console (its events; `aws sagemaker describe-endpoint "
+        f"--endpoint-name {name}`) and the rollback alarms {alarms}* (`aws cloudwatch describe-alarms "
+        f"--alarm-name-prefix {alarms}`, their history in the CloudWatch console{dashboard}): one went into ALARM "
+        "during the update.",
+    ]
+
+
+def _group(registry: Registry) -> str | None:
+    try:
+        return registry.group
+    except NotDeployedError:
+        return None
+
+
+def _next_deploy(registry: Registry) -> tuple[str | None, str | None]:
+    """What a deploy of the endpoint stack would serve (the pinned or the latest approved package), and why."""
+    pinned = registry.config.settings.endpoint_model_package_arn
+    if pinned:
+        return pinned, "pinned by the setting endpoint_model_package_arn"
+    try:
+        approved = registry.approved
+    except NotDeployedError:
+        return None, None
+    if approved.unknown:
+        return None, None
+    if approved.package_arn is None:
+        return None, "no model package version is approved (dogbreeds approve VERSION)"
+    return approved.package_arn, "the latest approved"
 
 
 def _autoscaling(aws: Aws, endpoint: str, variant: str) -> str:

@@ -2,9 +2,10 @@
 
 Following prints the state the execution is in, each SageMaker job's status and secondary status
 (the tuning job, its trials, the final training job), the metric lines the jobs write to CloudWatch
-Logs (only lines that training/metrics.py's METRIC_REGEXES match), and at the end the model's S3 URI,
-or the execution's error and cause. Job names come from the execution's history (the arguments of
-each SageMaker task), so nothing here re-derives the pipeline's naming.
+Logs (only lines that training/metrics.py's METRIC_REGEXES match), and at the end the model package
+version the pipeline registered, its approval status and what to do next, or the execution's error and
+cause. Job names come from the execution's history (the arguments of each SageMaker task), so nothing
+here re-derives the pipeline's naming.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from dogbreeds.ops.aws import Aws, Stacks
 from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import EXIT_INTERRUPTED, OpsError, UsageError, client_error_code
+from dogbreeds.ops.registry import APPROVED, version_of
 from stacks.contract import load_metrics_module, training_hyperparameters
 
 HYPERPARAMETERS = training_hyperparameters().PIPELINE_HYPERPARAMETERS
@@ -25,6 +27,8 @@ HYPERPARAMETERS = training_hyperparameters().PIPELINE_HYPERPARAMETERS
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL_JOB_STATES = frozenset({"Completed", "Failed", "Stopped"})
 TERMINAL_EXECUTION_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+# The error of an execution whose model failed the quality gate (its cause names the Rejected version).
+QUALITY_GATE_FAILED = "QualityGateFailed"
 
 
 def pause(seconds: float) -> None:
@@ -352,10 +356,42 @@ def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
 
     status = execution["status"]
     if status != "SUCCEEDED":
-        raise OpsError(f"The training execution {status}: {failure_message(execution)}")
-    output = json.loads(execution.get("output") or "{}")
-    print(f"Execution SUCCEEDED. Model: {output.get('model_data_url')}")
-    for name, value in sorted((output.get("metrics") or {}).items()):
-        print(f"  {name}={value:g}" if isinstance(value, int | float) else f"  {name}={value}")
-    print(f"Serve it: `{config.cdk_command('deploy', 'endpoint')}` (it reads the handed-off model).")
+        message = failure_message(execution)
+        if execution.get("error") == QUALITY_GATE_FAILED:
+            message += " (dogbreeds models lists it)"
+        raise OpsError(f"The training execution {status}: {message}")
+    parameter = stacks.outputs("training").get("ApprovedPackageParameterName", "the approved-package parameter")
+    for line in summary(json.loads(execution.get("output") or "{}"), config, parameter):
+        print(line)
     return 0
+
+
+def summary(output: dict, config: Config, parameter: str) -> list[str]:
+    """The end of a successful run: the registered version, its approval status, its metrics, what next."""
+    arn = output.get("model_package_arn")
+    if not arn:  # a pipeline deployed before the Model Registry
+        return [
+            f"Execution SUCCEEDED. Model: {output.get('model_data_url')}",
+            f"The training stack predates the Model Registry: `{config.cdk_command('deploy', 'training')}` updates it.",
+        ]
+    number, approval = version_of(arn), output.get("approval_status")
+    lines = [f"Execution SUCCEEDED. Model package version {number}: {approval}", f"  package: {arn}"]
+    lines.append(f"  model: {output.get('model_data_url')}")
+    jobs = f"  training job: {output.get('training_job')}"
+    if output.get("tuning_job"):
+        jobs += f" (tuning job {output['tuning_job']})"
+    lines.append(jobs)
+    for name, value in sorted((output.get("metrics") or {}).items()):
+        lines.append(f"  {name}={value:g}" if isinstance(value, int | float) else f"  {name}={value}")
+    deploy = config.cdk_command("deploy", "endpoint")
+    if approval == APPROVED:
+        lines.append(
+            f"Approved automatically (model_approval=auto): the approval recorder updates {parameter} within "
+            f"seconds; then `{deploy}` serves it."
+        )
+    else:
+        lines.append(
+            f"Waiting for approval: check it (dogbreeds models), then `dogbreeds approve {number}` "
+            f"(or `dogbreeds reject {number} --reason TEXT`); once approved, `{deploy}` serves it."
+        )
+    return lines

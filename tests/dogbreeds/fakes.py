@@ -12,6 +12,7 @@ import boto3
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
+from stacks.contract import NOT_APPROVED
 from stacks.names import LAMBDA_ALIAS, Names
 from stacks.settings import Settings
 
@@ -19,6 +20,14 @@ REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 # The deployment the fakes describe: cdk.json's defaults (the endpoint's name is a setting of its own).
 NAMES = Settings.load().names
+# The endpoint config the endpoint stack last deployed (its output EndpointConfigName), serving version 2.
+DEPLOYED_CONFIG = f"{NAMES.endpoint}-config-v2"
+DEPLOYED_VERSION = 2
+
+
+def package_arn(version: int, group: str = NAMES.model_package_group) -> str:
+    """A version's ARN, as SageMaker (and moto) answer it; the CLI itself never builds one."""
+    return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/{group}/{version}"
 
 
 def stack_outputs(project: str = NAMES.project, bucket: str = "dogbreeds-artifacts-test") -> dict[str, dict]:
@@ -29,13 +38,14 @@ def stack_outputs(project: str = NAMES.project, bucket: str = "dogbreeds-artifac
         names.stack("foundation"): {"ArtifactBucketName": bucket, "KeyArn": "arn:aws:kms:eu-west-1:1:key/k"},
         names.stack("training"): {
             "StateMachineArn": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{names.state_machine}",
-            "ModelParameterName": names.model_parameter,
-            "MetricsParameterName": names.metrics_parameter,
+            "ModelPackageGroupName": names.model_package_group,
+            "ApprovedPackageParameterName": names.approved_package_parameter,
         },
         names.stack("notebook"): {"NotebookName": names.notebook},
         names.stack("endpoint"): {
             "EndpointName": names.endpoint,
-            "ModelDataUrl": f"s3://{bucket}/models/job/output/model.tar.gz",
+            "EndpointConfigName": DEPLOYED_CONFIG,
+            "ModelPackageArn": package_arn(DEPLOYED_VERSION, names.model_package_group),
             "DashboardName": names.dashboard,
         },
         names.stack("invoker"): {
@@ -43,6 +53,85 @@ def stack_outputs(project: str = NAMES.project, bucket: str = "dogbreeds-artifac
             "AliasArn": f"{function_arn}:{LAMBDA_ALIAS}",
         },
     }
+
+
+class Registry:
+    """The Model Registry in moto: the group's versions, the approved-package parameter, an endpoint serving one."""
+
+    def __init__(self, names: Names = NAMES) -> None:
+        self.names = names
+        self.sagemaker = boto3.client("sagemaker", region_name=REGION)
+        self.ssm = boto3.client("ssm", region_name=REGION)
+        self.sagemaker.create_model_package_group(ModelPackageGroupName=names.model_package_group)
+
+    def register(self, *statuses: str, accuracies: tuple[float, ...] = ()) -> list[str]:
+        """One version per status, oldest first, as the pipeline registers them; their ARNs."""
+        arns = []
+        for status in statuses:
+            listed = self.sagemaker.list_model_packages(
+                ModelPackageGroupName=self.names.model_package_group, ModelPackageType="Versioned"
+            )
+            number = len(listed["ModelPackageSummaryList"]) + 1
+            accuracy = accuracies[number - 1] if number <= len(accuracies) else 0.8 + number / 100
+            job = f"{self.names.job_name_prefix}-train-{number:012d}"
+            arns.append(
+                self.sagemaker.create_model_package(
+                    ModelPackageGroupName=self.names.model_package_group,
+                    ModelApprovalStatus=status,
+                    InferenceSpecification={
+                        "Containers": [
+                            {
+                                "Image": f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch-inference:2.6-gpu",
+                                "ModelDataUrl": f"s3://bucket/models/{job}/output/model.tar.gz",
+                            }
+                        ],
+                        "SupportedContentTypes": ["image/jpeg", "image/png"],
+                        "SupportedResponseMIMETypes": ["application/json"],
+                    },
+                    CustomerMetadataProperties={
+                        "training_job": job,
+                        "tuning_job": "none",
+                        "dataset": "s3://bucket/datasets/dogImages/",
+                        "code": "s3://bucket/code/abc.tar.gz",
+                        "test_accuracy": f"{accuracy:.4f}",
+                        "valid_loss": "0.61",
+                        "hp.learning_rate": "0.01",
+                    },
+                )["ModelPackageArn"]
+            )
+        return arns
+
+    def record(self, arn: str | None) -> None:
+        """The approved-package parameter, as the approval recorder writes it."""
+        self.ssm.put_parameter(
+            Name=self.names.approved_package_parameter, Value=arn or NOT_APPROVED, Type="String", Overwrite=True
+        )
+
+    def serve(self, arn: str, config: str = DEPLOYED_CONFIG) -> None:
+        """The endpoint on ``config``, whose one variant's model is made from the package ``arn``."""
+        model = f"{self.names.project}-model-{arn.rsplit('/', 1)[-1]}"
+        self.sagemaker.create_model(
+            ModelName=model,
+            PrimaryContainer={"ModelPackageName": arn},
+            ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/endpoint",
+        )
+        self.sagemaker.create_endpoint_config(
+            EndpointConfigName=config,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": model,
+                    "InitialInstanceCount": 1,
+                    "InstanceType": "ml.g4dn.xlarge",  # moto's list of instance types has no ml.g5
+                }
+            ],
+        )
+        self.sagemaker.create_endpoint(EndpointName=self.names.endpoint, EndpointConfigName=config)
+
+    def status(self, version: int) -> tuple[str, str | None]:
+        """A version's approval status and ApprovalDescription."""
+        d = self.sagemaker.describe_model_package(ModelPackageName=package_arn(version, self.names.model_package_group))
+        return d["ModelApprovalStatus"], d.get("ApprovalDescription")
 
 
 class FakeStacks:

@@ -26,9 +26,16 @@ REVIEWED = REPO_ROOT / "reviewed-templates"
 # Every stack output a command reads.
 OUTPUTS_READ = {
     "foundation": {"ArtifactBucketName"},
-    "training": {"StateMachineArn", "ModelParameterName"},
+    "training": {"StateMachineArn", "ModelPackageGroupName", "ApprovedPackageParameterName"},
     "notebook": {"NotebookName"},
-    "endpoint": {"EndpointName", "ScalableTargetResourceId", "ScalingPolicyName"},
+    "endpoint": {
+        "EndpointName",
+        "EndpointConfigName",
+        "ModelPackageArn",
+        "DashboardName",
+        "ScalableTargetResourceId",
+        "ScalingPolicyName",
+    },
     "invoker": {"FunctionName", "AliasArn"},
 }
 

@@ -611,7 +611,9 @@ def test_the_stacks_behave_as_preflight_assumes(assembly):
     deployment = Deployment.from_directory(assembly.directory)
     training_stack = names.stack("training")
     training = deployment.templates[training_stack]
-    (machine,) = [r for r in training["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    machines = [r for r in training["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    # the pipeline (the stack holds the approval recorder too)
+    (machine,) = [m for m in machines if m["Properties"].get("StateMachineName") == names.state_machine]
     states = json.loads(deployment.resolve(training_stack, machine["Properties"]["DefinitionString"]))["States"]
     tune = states["Tune hyperparameters"]
     assert tune["Resource"].endswith(":createHyperParameterTuningJob.sync") and tune["Next"] == "Train"

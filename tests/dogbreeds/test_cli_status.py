@@ -9,15 +9,28 @@ import boto3
 import pytest
 from botocore.stub import ANY
 
+from stacks.contract import NOT_APPROVED
 from stacks.names import LAMBDA_ALIAS
-from tests.dogbreeds.fakes import ACCOUNT, NAMES, REGION
+from tests.dogbreeds.fakes import ACCOUNT, DEPLOYED_CONFIG, DEPLOYED_VERSION, NAMES, REGION, package_arn
 
 ENDPOINT = NAMES.endpoint
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+DEPLOY = f"npx cdk deploy {NAMES.stack('endpoint')}"
+
+
+def approve(version: int | None) -> None:
+    """The approved-package parameter as the approval recorder writes it (moto)."""
+    boto3.client("ssm", region_name=REGION).put_parameter(
+        Name=NAMES.approved_package_parameter,
+        Value=package_arn(version) if version else NOT_APPROVED,
+        Type="String",
+        Overwrite=True,
+    )
 
 
 @pytest.fixture
 def trained(fake):
-    """A state machine with one execution, and the handed-off model parameter (moto)."""
+    """A state machine with one execution, and the live version approved (moto)."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
     arn = sfn.create_state_machine(
         name=NAMES.state_machine,
@@ -25,12 +38,21 @@ def trained(fake):
         roleArn=f"arn:aws:iam::{ACCOUNT}:role/pipeline",
     )["stateMachineArn"]
     sfn.start_execution(stateMachineArn=arn, name="run-7")
-    boto3.client("ssm", region_name=REGION).put_parameter(
-        Name=NAMES.model_parameter, Value="s3://bucket/models/run-7/output/model.tar.gz", Type="String"
-    )
+    approve(DEPLOYED_VERSION)
 
 
-def stub_endpoint(fake, *, current: int = 2, desired: int = 3, notebook: bool = True) -> None:
+def stub_endpoint(
+    fake,
+    *,
+    current: int = 2,
+    desired: int = 3,
+    notebook: bool = True,
+    status: str = "InService",
+    config: str = DEPLOYED_CONFIG,
+    version: int | None = DEPLOYED_VERSION,
+    failure: str | None = None,
+) -> None:
+    """DescribeEndpoint, then the endpoint config, its variant's model and that model's package (Stubber)."""
     sm = fake.stub("sagemaker")
     if notebook:
         sm.add_response(
@@ -38,21 +60,51 @@ def stub_endpoint(fake, *, current: int = 2, desired: int = 3, notebook: bool = 
             {"NotebookInstanceName": NAMES.notebook, "NotebookInstanceStatus": "Stopped"},
             {"NotebookInstanceName": NAMES.notebook},
         )
+    endpoint = {
+        "EndpointName": ENDPOINT,
+        "EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{ENDPOINT}",
+        "EndpointConfigName": config,
+        "EndpointStatus": status,
+        "CreationTime": T0,
+        "LastModifiedTime": T0,
+        "ProductionVariants": [
+            {"VariantName": "AllTraffic", "CurrentInstanceCount": current, "DesiredInstanceCount": desired}
+        ],
+    }
+    if failure:
+        endpoint["FailureReason"] = failure
+    sm.add_response("describe_endpoint", endpoint, {"EndpointName": ENDPOINT})
+    model = f"{NAMES.project}-model-{version or 'old'}"
     sm.add_response(
-        "describe_endpoint",
+        "describe_endpoint_config",
         {
-            "EndpointName": ENDPOINT,
-            "EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{ENDPOINT}",
-            "EndpointConfigName": "config-1",
-            "EndpointStatus": "InService",
-            "CreationTime": datetime(2026, 1, 1, tzinfo=UTC),
-            "LastModifiedTime": datetime(2026, 1, 1, tzinfo=UTC),
-            "ProductionVariants": [
-                {"VariantName": "AllTraffic", "CurrentInstanceCount": current, "DesiredInstanceCount": desired}
-            ],
+            "EndpointConfigName": config,
+            "EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{config}",
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": model, "InstanceType": "ml.g5.xlarge"}],
+            "CreationTime": T0,
         },
-        {"EndpointName": ENDPOINT},
+        {"EndpointConfigName": config},
     )
+    container = (
+        {"ModelPackageName": package_arn(version)}
+        if version
+        else {"Image": "pytorch-inference:2.6-gpu", "ModelDataUrl": "s3://bucket/models/old/output/model.tar.gz"}
+    )
+    sm.add_response(
+        "describe_model",
+        {
+            "ModelName": model,
+            "PrimaryContainer": container,
+            "CreationTime": T0,
+            "ModelArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{model}",
+        },
+        {"ModelName": model},
+    )
+
+
+def stub_scaling_and_metrics(fake, sums: list[float] = (0,)) -> None:
+    fake.stub("application-autoscaling").add_response("describe_scalable_targets", {"ScalableTargets": []})
+    stub_metrics(fake, list(sums))
 
 
 def stub_metrics(fake, sums: list[float]) -> None:
@@ -133,9 +185,16 @@ def test_status_shows_the_whole_system(fake, bucket, trained, run_cli):
     assert "  data set (datasets/dogImages/): train/, valid/ (dogbreeds upload-data)" in out
     assert "  pretrained weights (pretrained/): resnet50-x.pth (dogbreeds upload-weights)" in out
     assert "Training: last execution run-7 RUNNING (started " in out
-    assert f"  model handed off ({NAMES.model_parameter}): s3://bucket/models/run-7/output/model.tar.gz" in out
+    assert (
+        f"  latest approved model package ({NAMES.approved_package_parameter}): version 2 (dogbreeds models lists "
+        "them all)"
+    ) in out
     assert f"Notebook {NAMES.notebook}: Stopped" in out
     assert f"Endpoint {ENDPOINT}: InService" in out
+    assert (
+        f"  live: model package version 2 ({package_arn(2)}), variant AllTraffic, endpoint config {DEPLOYED_CONFIG}"
+    ) in out
+    assert "a deploy would serve" not in out and "ROLLED BACK" not in out  # the latest approved is live
     assert "  variant AllTraffic: 2 instance(s), scaling to 3; autoscaling 1 to 3" in out
     assert (
         "  invocations per minute, last 15 min: average 7.0, peak 60, total 105 (minutes with calls: 30 60 0 15)"
@@ -179,3 +238,161 @@ def test_status_without_provisioned_concurrency(fake, run_cli):
     assert result.code == 0, result.err
     assert f"Lambda {NAMES.lambda_function}: no reserved concurrency" in result.out
     assert "  alias live: no provisioned concurrency" in result.out
+
+
+# --- the model the endpoint serves ------------------------------------------------------------------
+
+
+def endpoint_only(fake) -> None:
+    """Only the training and endpoint stacks: the parts of status that name model package versions."""
+    keep = {NAMES.stack("training"), NAMES.stack("endpoint")}
+    fake.stacks.stacks = {k: v for k, v in fake.stacks.stacks.items() if k in keep}
+
+
+def test_a_newer_approved_version_is_what_a_deploy_would_serve(fake, trained, run_cli):
+    endpoint_only(fake)
+    approve(3)
+    stub_endpoint(fake, notebook=False)
+    stub_scaling_and_metrics(fake)
+    result = run_cli("status")
+    assert result.code == 0, result.err
+    fake.assert_stubs_used()
+    assert (
+        f"  latest approved model package ({NAMES.approved_package_parameter}): version 3 (dogbreeds models lists "
+        "them all)"
+    ) in result.out
+    endpoint = result.out[result.out.index(f"Endpoint {ENDPOINT}:") :].splitlines()
+    assert endpoint[:3] == [
+        f"Endpoint {ENDPOINT}: InService",
+        f"  live: model package version 2 ({package_arn(2)}), variant AllTraffic, endpoint config {DEPLOYED_CONFIG}",
+        f"  a deploy would serve version 3 (the latest approved): `{DEPLOY}`",
+    ]
+
+
+def test_a_pinned_version_is_what_a_deploy_would_serve(fake, trained, run_cli):
+    endpoint_only(fake)
+    stub_endpoint(fake, notebook=False)
+    stub_scaling_and_metrics(fake)
+    result = run_cli("-c", f"endpoint_model_package_arn={package_arn(1)}", "status")
+    assert result.code == 0, result.err
+    assert (
+        f"  a deploy would serve version 1 (pinned by the setting endpoint_model_package_arn): `{DEPLOY} -c "
+        f"endpoint_model_package_arn={package_arn(1)}`"
+    ) in result.out
+
+
+def test_an_update_sagemaker_rolled_back_is_reported(fake, trained, run_cli):
+    """CloudFormation deployed config v2 (version 2); the alarms fired and SageMaker went back to v1."""
+    endpoint_only(fake)
+    old_config = f"{ENDPOINT}-config-v1"
+    stub_endpoint(
+        fake, notebook=False, config=old_config, version=1, failure="Rolled back: alarm dog-breed-classifier-5xx"
+    )
+    stub_scaling_and_metrics(fake)
+    result = run_cli("status")
+    assert result.code == 0, result.err
+    fake.assert_stubs_used()
+    endpoint = result.out[result.out.index(f"Endpoint {ENDPOINT}:") :].splitlines()
+    alarms = NAMES.endpoint_alarm("")
+    assert endpoint[:5] == [
+        f"Endpoint {ENDPOINT}: InService - Rolled back: alarm dog-breed-classifier-5xx",
+        f"  live: model package version 1 ({package_arn(1)}), variant AllTraffic, endpoint config {old_config}",
+        f"  ROLLED BACK: the endpoint runs endpoint config {old_config}, but the last deploy of "
+        f"{NAMES.stack('endpoint')} asked for {DEPLOYED_CONFIG} (model package version 2); SageMaker rolled that "
+        "update back while CloudFormation records it as deployed.",
+        f"    why: the endpoint's page in the SageMaker console (its events; `aws sagemaker describe-endpoint "
+        f"--endpoint-name {ENDPOINT}`) and the rollback alarms {alarms}* (`aws cloudwatch describe-alarms "
+        f"--alarm-name-prefix {alarms}`, their history in the CloudWatch console, dashboard {NAMES.dashboard}): one "
+        "went into ALARM during the update.",
+        "    then: while version 2 is the latest approved, a deploy changes nothing (CloudFormation has it as "
+        f"deployed); reject it (dogbreeds reject 2 --reason TEXT) or approve a fixed version, then `{DEPLOY}`.",
+    ]
+
+
+def test_after_a_rollback_a_newer_approved_version_is_what_a_deploy_would_serve(fake, trained, run_cli):
+    endpoint_only(fake)
+    approve(3)
+    stub_endpoint(fake, notebook=False, config=f"{ENDPOINT}-config-v1", version=1)
+    stub_scaling_and_metrics(fake)
+    result = run_cli("status")
+    assert result.code == 0, result.err
+    assert "  ROLLED BACK: " in result.out and "    then:" not in result.out
+    assert f"  a deploy would serve version 3 (the latest approved): `{DEPLOY}`" in result.out
+
+
+def test_an_update_in_progress_is_no_rollback(fake, trained, run_cli):
+    endpoint_only(fake)
+    stub_endpoint(fake, notebook=False, status="Updating", config=f"{ENDPOINT}-config-v1", version=1)
+    stub_scaling_and_metrics(fake)
+    result = run_cli("status")
+    assert result.code == 0, result.err
+    assert f"  Updating: endpoint config {ENDPOINT}-config-v1 for now, the stack's is {DEPLOYED_CONFIG}" in result.out
+    assert "ROLLED BACK" not in result.out
+
+
+def test_nothing_approved_and_a_model_from_before_the_registry(fake, trained, run_cli):
+    endpoint_only(fake)
+    approve(None)
+    stub_endpoint(fake, notebook=False, version=None)
+    stub_scaling_and_metrics(fake)
+    result = run_cli("status")
+    assert result.code == 0, result.err
+    assert (
+        f"  latest approved model package ({NAMES.approved_package_parameter}): none yet (dogbreeds models lists the "
+        "versions; dogbreeds approve VERSION approves one)"
+    ) in result.out
+    assert (
+        "  live: s3://bucket/models/old/output/model.tar.gz, not a model package (deployed before the registry), "
+        f"variant AllTraffic, endpoint config {DEPLOYED_CONFIG}"
+    ) in result.out
+    assert (
+        f"  a deploy of {NAMES.stack('endpoint')} would be refused: no model package version is approved (dogbreeds "
+        "approve VERSION)"
+    ) in result.out
+
+
+def test_an_endpoint_stack_whose_endpoint_is_gone(fake, trained, run_cli):
+    endpoint_only(fake)
+    fake.stub("sagemaker").add_client_error(
+        "describe_endpoint", "ValidationException", f"Could not find endpoint {ENDPOINT}.", 400
+    )
+    result = run_cli("status")
+    assert result.code == 0, result.err
+    assert f"Endpoint {ENDPOINT}: does not exist (Could not find endpoint {ENDPOINT}.)" in result.out
+
+
+def test_no_endpoint_deployed_still_shows_the_latest_approved(fake, trained, run_cli):
+    del fake.stacks.stacks[NAMES.stack("endpoint")]
+    endpoint_only(fake)
+    result = run_cli("status")
+    assert result.code == 0, result.err
+    assert f"  {NAMES.stack('endpoint'):<22}  not deployed" in result.out
+    assert "Endpoint" not in result.out
+    assert "latest approved model package" in result.out and "version 2" in result.out
+    assert "sagemaker" not in fake.created
+
+
+def test_an_unreadable_parameter_or_endpoint_config(fake, trained, run_cli):
+    endpoint_only(fake)
+    fake.stub("ssm").add_client_error("get_parameter", "AccessDeniedException", "no", 400)
+    sm = fake.stub("sagemaker")
+    sm.add_response(
+        "describe_endpoint",
+        {
+            "EndpointName": ENDPOINT,
+            "EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{ENDPOINT}",
+            "EndpointConfigName": DEPLOYED_CONFIG,
+            "EndpointStatus": "InService",
+            "CreationTime": T0,
+            "LastModifiedTime": T0,
+        },
+    )
+    sm.add_client_error("describe_endpoint_config", "AccessDeniedException", "no", 400)
+    result = run_cli("status")
+    assert result.code == 0, result.err
+    fake.assert_stubs_used()
+    assert (
+        f"  latest approved model package ({NAMES.approved_package_parameter}): not known (not readable with these "
+        "credentials (AccessDeniedException))"
+    ) in result.out
+    assert "  live model: not readable (AccessDeniedException)" in result.out

@@ -10,7 +10,7 @@ import pytest
 
 from dogbreeds.ops import training
 from dogbreeds.ops.errors import EXIT_FAILED, EXIT_INTERRUPTED
-from tests.dogbreeds.fakes import ACCOUNT, NAMES, REGION
+from tests.dogbreeds.fakes import ACCOUNT, NAMES, REGION, package_arn
 
 STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{NAMES.state_machine}"
 EXECUTION = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{NAMES.state_machine}:run-1"
@@ -191,7 +191,8 @@ def test_follows_tuning_and_training_to_the_model(fake, run_cli, no_sleep):
         "TunedHyperParameters": {"learning_rate": "0.01"},
         "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "valid_loss", "Value": 0.81},
     }
-    output = {"model_data_url": MODEL, "training_job": TRAINING_JOB, "tuning_job": TUNING_JOB,
+    output = {"model_package_arn": package_arn(4), "approval_status": "PendingManualApproval", "model_data_url": MODEL,
+              "training_job": TRAINING_JOB, "tuning_job": TUNING_JOB,
               "metrics": {"test_accuracy": 0.83, "valid_loss": 0.6}}  # fmt: skip
 
     sfn.add_response("start_execution", {"executionArn": EXECUTION, "startDate": T0})
@@ -258,9 +259,14 @@ def test_follows_tuning_and_training_to_the_model(fake, run_cli, no_sleep):
         f"training job {TRAINING_JOB}: InProgress / Downloading",
         f"training job {TRAINING_JOB}: Completed / Completed",
         f"  [{TRAINING_JOB} algo-1] test_loss=0.6; test_accuracy=0.83;",
-        f"Execution SUCCEEDED. Model: {MODEL}",
+        "Execution SUCCEEDED. Model package version 4: PendingManualApproval",
+        f"  package: {package_arn(4)}",
+        f"  model: {MODEL}",
+        f"  training job: {TRAINING_JOB} (tuning job {TUNING_JOB})",
         "  test_accuracy=0.83",
-        f"`npx cdk deploy {NAMES.stack('endpoint')}`",
+        "  valid_loss=0.6",
+        "Waiting for approval: check it (dogbreeds models), then `dogbreeds approve 4` (or `dogbreeds reject 4 "
+        f"--reason TEXT`); once approved, `npx cdk deploy {NAMES.stack('endpoint')}` serves it.",
     ]
     positions = [out.index(text) for text in expected_in_order]
     assert positions == sorted(positions)
@@ -315,3 +321,52 @@ def test_ctrl_c_stops_following_not_the_execution(fake, run_cli, monkeypatch):
     assert result.code == EXIT_INTERRUPTED
     assert "Stopped following; the execution goes on. Follow it again: dogbreeds train --attach run-1" in result.out
     assert f"aws stepfunctions stop-execution --execution-arn {EXECUTION}" in result.out
+
+
+def test_an_approved_model_is_handed_to_the_recorder_then_the_deploy(fake, run_cli):
+    sfn, sm, logs = fake.stub("stepfunctions"), fake.stub("sagemaker"), fake.stub("logs")
+    output = {
+        "model_package_arn": package_arn(5),
+        "approval_status": "Approved",
+        "model_data_url": MODEL,
+        "training_job": TRAINING_JOB,
+        "tuning_job": None,
+        "metrics": {"test_accuracy": 0.9},
+    }
+    events = [entered("Train"), scheduled("createTrainingJob.sync", TrainingJobName=TRAINING_JOB)]
+    done = training_job(TRAINING_JOB, "Completed", "Completed")
+    sfn.add_response("describe_execution", execution("SUCCEEDED", output=json.dumps(output), stopDate=T0))
+    sfn.add_response("get_execution_history", history(*events, {"type": "ExecutionSucceeded"}))
+    for _ in range(2):  # the poll, then the last look after the end
+        sm.add_response("describe_training_job", done)
+        logs.add_response("filter_log_events", log_events(TRAINING_JOB))
+
+    result = run_cli("train", "--attach", "run-1")
+    assert result.code == 0, result.err
+    fake.assert_stubs_used()
+    summary = result.out[result.out.index("Execution SUCCEEDED") :].splitlines()
+    assert summary == [
+        "Execution SUCCEEDED. Model package version 5: Approved",
+        f"  package: {package_arn(5)}",
+        f"  model: {MODEL}",
+        f"  training job: {TRAINING_JOB}",  # no tuning job
+        "  test_accuracy=0.9",
+        f"Approved automatically (model_approval=auto): the approval recorder updates "
+        f"{NAMES.approved_package_parameter} within seconds; then `npx cdk deploy {NAMES.stack('endpoint')}` serves "
+        "it.",
+    ]
+
+
+def test_a_model_below_the_quality_gate_names_its_rejected_package(fake, run_cli):
+    sfn = fake.stub("stepfunctions")
+    cause = (
+        "test_accuracy 0.41 is below the quality gate 0.6 (setting quality_gate_min_test_accuracy); the model is "
+        f"registered as {package_arn(6)}, Rejected, and will not be served."
+    )
+    sfn.add_response("describe_execution", execution("FAILED", error="QualityGateFailed", cause=cause))
+    sfn.add_response("get_execution_history", history({"type": "ExecutionFailed"}))
+    result = run_cli("train", "--attach", "run-1")
+    assert result.code == EXIT_FAILED
+    assert result.err == (
+        f"error: The training execution FAILED: QualityGateFailed: {cause} (dogbreeds models lists it)\n"
+    )

@@ -8,6 +8,7 @@ import dataclasses
 import json
 
 import boto3
+import botocore.exceptions
 import pytest
 
 import fetch
@@ -343,13 +344,43 @@ def test_an_internal_failure_of_the_service_is_a_502_after_retries(settings, cli
     assert len(model.calls) == 3
 
 
-def test_an_endpoint_slower_than_the_read_timeout_is_a_504(fake_runtime, settings, model):
-    impatient = dataclasses.replace(settings, endpoint_timeout=0.2, endpoint_attempts=1)
+def test_an_endpoint_slower_than_the_read_timeout_is_a_504_and_never_retried(fake_runtime, settings, model):
+    # A slow image would be as slow again: calling again would only occupy another model worker.
+    impatient = dataclasses.replace(settings, endpoint_timeout=0.2, endpoint_attempts=3)
     model.delay = 0.5
     client = handler.make_client(impatient, endpoint_url=fake_runtime.url, **CREDENTIALS)
     assert_error(
-        call({"image_base64": B64}, impatient, client), 504, "the model endpoint did not answer in time; retry later"
+        call({"image_base64": B64}, impatient, client),
+        504,
+        "the model did not answer within 0.2 s: this image takes it too long (it is not retried); "
+        "send a smaller or more ordinary photo",
     )
+    assert len(model.calls) == 1
+
+
+class ShortOnTime(FakeContext):
+    def get_remaining_time_in_millis(self) -> int:
+        return 2_500  # less than another call could take: its read timeout of 7 s, and a margin of 1 s
+
+
+def test_no_call_is_retried_that_could_not_end_before_the_lambdas_deadline(settings, client, model, fast_backoff):
+    model.answers = [ServiceFault.throttling()]
+    response = handler.handle({"image_base64": B64}, ShortOnTime(), settings=settings, client=client)
+    assert response["statusCode"] == 429
+    assert len(model.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (botocore.exceptions.ReadTimeoutError(endpoint_url="https://runtime"), False),
+        (botocore.exceptions.ConnectionClosedError(endpoint_url="https://runtime"), False),
+        (botocore.exceptions.ConnectTimeoutError(endpoint_url="https://runtime"), True),
+        (botocore.exceptions.EndpointConnectionError(endpoint_url="https://runtime"), True),
+    ],
+)
+def test_only_calls_that_never_reached_the_model_are_retried(error, retried):
+    assert (handler.retry_delay(error, 1) is not None) is retried
 
 
 def test_an_unreachable_endpoint_is_a_502(settings):
@@ -484,7 +515,7 @@ def test_the_entry_point_reads_the_environment_and_honours_the_runtime_endpoint_
     assert [call.custom_attributes for call in model.calls] == [None, None]
     config = client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (2.0, 7.0)
-    assert config.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert config.retries == {"mode": "standard", "total_max_attempts": 1}  # invoke decides on retries
 
 
 def test_the_synthesized_function_never_enables_local_mode(assembly):

@@ -2,8 +2,15 @@
 
 What runs is the definition from the template, created and executed by moto (LocalStack's ASL
 grammar, interpreter, Choice rules, Retry/Catch, variables, and its rule that a JSONata field
-evaluating to nothing fails with ``States.QueryEvaluationError``). The AWS SDK integrations
-(S3 ListObjectsV2, SSM PutParameter, SageMaker model registry calls) reach moto's own services.
+evaluating to nothing fails with ``States.QueryEvaluationError``). Every state machine of the stack is
+created, so one test can run the training pipeline and then the approval recorder on the same moto
+account. The AWS SDK integrations (S3 ListObjectsV2 and PutObject, SSM PutParameter, the SageMaker model
+registry's CreateModelPackage and ListModelPackages) reach moto's own services.
+
+LocalStack's AWS SDK integration calls moto through a boto3 client made with ``parameter_validation=False``,
+so nothing would check those requests against the service's API. Each one is checked here first, as
+SageMaker's job requests are (below): botocore's validator and the model's enums, lengths and patterns. A
+request that breaks the model is recorded and refused with a ``ValidationException``.
 
 Four seams are filled here, each where moto has nothing to run:
 
@@ -66,6 +73,9 @@ from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 from moto.stepfunctions.parser.asl.component.intrinsic import jsonata as localstack_functions
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import ResourceCondition
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (
+    StateTaskServiceAwsSdk,
+)
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
     StateTaskServiceCallback,
 )
@@ -123,15 +133,29 @@ _MODELED_ERRORS = {"ResourceInUse", "ResourceLimitExceeded", "ResourceNotFound"}
 
 def _client_error(code: str, message: str, operation: str) -> ClientError:
     return ClientError(
-        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 400}}, operation
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 400, "RequestId": "test"}},
+        operation,
     )
+
+
+_SESSION = botocore.session.get_session()
+
+
+def service_model_problems(service: str, operation: str, params: dict, *, output: bool = False) -> list[str]:
+    """What breaks botocore's model of ``service``: its validator (types, required members, minimums), then
+    the enums, maximum lengths and patterns the validator leaves out."""
+    op = _SESSION.get_service_model(service).operation_model(operation)
+    shape = op.output_shape if output else op.input_shape
+    report = ParamValidator().validate(params, shape)
+    problems = [report.generate_report()] if report.has_errors() else []
+    problems += _constraint_problems(params, shape, operation)
+    return problems
 
 
 class FakeSageMaker:
     """Training and tuning jobs of one account: requests validated by botocore's model, outcomes scripted."""
 
     def __init__(self, account: str, region: str) -> None:
-        self.model = botocore.session.get_session().get_service_model("sagemaker")
         self.account, self.region = account, region
         self.jobs: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, dict]] = []
@@ -142,12 +166,7 @@ class FakeSageMaker:
     # the service model ----------------------------------------------------------------------------
 
     def check(self, operation: str, params: dict, *, output: bool = False) -> list[str]:
-        op = self.model.operation_model(operation)
-        shape = op.output_shape if output else op.input_shape
-        report = ParamValidator().validate(params, shape)
-        problems = [report.generate_report()] if report.has_errors() else []
-        problems += _constraint_problems(params, shape, operation)
-        return problems
+        return service_model_problems("sagemaker", operation, params, output=output)
 
     # create and describe --------------------------------------------------------------------------
 
@@ -389,11 +408,47 @@ class _SageMakerSync(StateTaskServiceCallback):
         )
 
 
+@dataclass
+class SdkCalls:
+    """Every AWS SDK integration request of the active executions, and the ones that broke the API's model."""
+
+    requests: list[tuple[str, str, dict]] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+
+    def of(self, service: str, operation: str) -> list[dict]:
+        return [params for s, o, params in self.requests if (s, o) == (service, operation)]
+
+
+_SDK_CALLS: SdkCalls | None = None
+
+
+class _ValidatedAwsSdk(StateTaskServiceAwsSdk):
+    """``arn:aws:states:::aws-sdk:<service>:<action>``: the request checked against botocore's model of the
+    service before LocalStack's own integration sends it to moto."""
+
+    def _eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials) -> None:
+        assert _SDK_CALLS is not None
+        service = self._get_boto_service_name()
+        operation = _SESSION.get_service_model(service).operation_model(
+            self.resource.api_action[0].upper() + self.resource.api_action[1:]
+        )
+        _SDK_CALLS.requests.append((service, operation.name, copy.deepcopy(normalised_parameters)))
+        problems = service_model_problems(service, operation.name, normalised_parameters)
+        if problems:
+            _SDK_CALLS.invalid.extend(problems)
+            raise _client_error("ValidationException", "; ".join(problems), operation.name)
+        super()._eval_service_task(env, resource_runtime_part, normalised_parameters, state_credentials)
+
+
 _original_service_for = state_task_factory.state_task_service_for
 
 
 def _service_for(service_name: str):
-    return _SageMakerSync() if service_name == "sagemaker" else _original_service_for(service_name=service_name)
+    if service_name == "sagemaker":
+        return _SageMakerSync()
+    if service_name == "aws-sdk":
+        return _ValidatedAwsSdk()
+    return _original_service_for(service_name=service_name)
 
 
 # --- executions --------------------------------------------------------------------------------------
@@ -440,20 +495,48 @@ class _Redrives:
         return patched
 
 
-class LocalPipeline:
-    """A deployment's state machine, created in moto and run by LocalStack's interpreter."""
+@dataclass(frozen=True)
+class _Machine:
+    name: str
+    kind: str
+    definition_text: str
+    role_arn: str
 
-    def __init__(self, deployment: Deployment, stack: str) -> None:
+
+def _machines(deployment: Deployment, stack: str) -> dict[str, _Machine]:
+    """Every state machine of the stack, by name, with its definition and role as deployed."""
+    found = {}
+    for logical_id, resource in deployment.templates[stack]["Resources"].items():
+        if resource["Type"] != "AWS::StepFunctions::StateMachine":
+            continue
+        props = resource["Properties"]
+        name = props.get("StateMachineName", logical_id)
+        found[name] = _Machine(
+            name=name,
+            kind=props.get("StateMachineType", "STANDARD"),
+            definition_text=deployment.resolve(stack, props["DefinitionString"]),
+            role_arn=deployment.resolve(stack, props["RoleArn"]),
+        )
+    return found
+
+
+class LocalPipeline:
+    """A deployment's state machines, created in moto and run by LocalStack's interpreter.
+
+    ``name`` picks the one ``run`` starts unless told otherwise (needed when the stack has several).
+    """
+
+    def __init__(self, deployment: Deployment, stack: str, name: str | None = None) -> None:
         self.deployment = deployment
         self.stack = stack
-        template = deployment.templates[stack]
-        ((self.logical_id, machine),) = [
-            (k, r) for k, r in template["Resources"].items() if r["Type"] == "AWS::StepFunctions::StateMachine"
-        ]
-        self.definition_text: str = deployment.resolve(stack, machine["Properties"]["DefinitionString"])
-        self.role_arn: str = deployment.resolve(stack, machine["Properties"]["RoleArn"])
-        self.name: str = machine["Properties"].get("StateMachineName", self.logical_id)
+        self.machines = _machines(deployment, stack)
+        if name is None:
+            ((name, _),) = self.machines.items()
+        self.name: str = name
+        self.definition_text: str = self.machines[name].definition_text
+        self.role_arn: str = self.machines[name].role_arn
         self.sagemaker = FakeSageMaker(deployment.account, deployment.region)
+        self.sdk = SdkCalls()
         self.retry_intervals: list[float] = []
         self._redrives = _Redrives()
         self._stack = contextlib.ExitStack()
@@ -463,13 +546,20 @@ class LocalPipeline:
     def definition(self) -> dict:
         return json.loads(self.definition_text)
 
+    @property
+    def invalid(self) -> list[str]:
+        """Every request, of a job or of an SDK integration, that broke the service's model."""
+        return self.sagemaker.invalid + self.sdk.invalid
+
     def client(self, service: str):
         return boto3.client(service, region_name=self.deployment.region)
 
     def __enter__(self) -> LocalPipeline:
-        global _ACTIVE
+        global _ACTIVE, _SDK_CALLS
         s = self._stack
-        s.enter_context(mock.patch.dict("os.environ", {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "x"}))
+        # moto answers as the deployment's account, so the ARNs it makes are the ones the templates' IAM names.
+        credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "x"}
+        s.enter_context(mock.patch.dict("os.environ", {**credentials, "MOTO_ACCOUNT_ID": self.deployment.account}))
         s.enter_context(mock_aws(config={"stepfunctions": {"execute_state_machine": True}}))
         s.enter_context(mock.patch.object(localstack_jsonata, "_eval_jsonata", evaluate_jsonata))
         declarations = s.enter_context(mock.patch.dict(localstack_functions._DECLARATION_BY_VARIABLE_REFERENCE))
@@ -493,24 +583,38 @@ class LocalPipeline:
         logger = logging.getLogger("moto.stepfunctions.parser")
         s.callback(logger.setLevel, logger.level)
         logger.setLevel(logging.CRITICAL)
-        _ACTIVE = self.sagemaker
+        _ACTIVE, _SDK_CALLS = self.sagemaker, self.sdk
         s.callback(_deactivate)
-        self.machine_arn = self.client("stepfunctions").create_state_machine(
-            name=self.name, definition=self.definition_text, roleArn=self.role_arn
-        )["stateMachineArn"]
+        sfn = self.client("stepfunctions")
+        self.machine_arns = {
+            m.name: sfn.create_state_machine(
+                name=m.name, definition=m.definition_text, roleArn=m.role_arn, type=m.kind
+            )["stateMachineArn"]
+            for m in self.machines.values()
+        }
+        self.machine_arn = self.machine_arns[self.name]
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def run(self, execution_input: Any, *, redrive_of: Execution | None = None, timeout: float = 60) -> Execution:
+    def run(
+        self,
+        execution_input: Any,
+        *,
+        redrive_of: Execution | None = None,
+        timeout: float = 60,
+        machine: str | None = None,
+    ) -> Execution:
+        """Start an execution of ``machine`` (the chosen one by default) and wait for its end."""
         self._count += 1
         name = f"run-{self._count}"
         if redrive_of is not None:
             original_name = redrive_of.arn.rsplit(":", 1)[1]
             self._redrives.pending[name] = (redrive_of.arn, original_name)
         sfn = self.client("stepfunctions")
-        arn = sfn.start_execution(stateMachineArn=self.machine_arn, name=name, input=json.dumps(execution_input))[
+        machine_arn = self.machine_arns[machine or self.name]
+        arn = sfn.start_execution(stateMachineArn=machine_arn, name=name, input=json.dumps(execution_input))[
             "executionArn"
         ]
         deadline = time.monotonic() + timeout
@@ -540,8 +644,8 @@ class _RecordingClock:
 
 
 def _deactivate() -> None:
-    global _ACTIVE
-    _ACTIVE = None
+    global _ACTIVE, _SDK_CALLS
+    _ACTIVE = _SDK_CALLS = None
 
 
 def _read(arn: str, described: dict, events: list[dict]) -> Execution:
@@ -573,6 +677,6 @@ def _read(arn: str, described: dict, events: list[dict]) -> Execution:
 
 
 @contextlib.contextmanager
-def local_pipeline(deployment: Deployment, stack: str) -> Iterator[LocalPipeline]:
-    with LocalPipeline(deployment, stack) as pipeline:
+def local_pipeline(deployment: Deployment, stack: str, name: str | None = None) -> Iterator[LocalPipeline]:
+    with LocalPipeline(deployment, stack, name) as pipeline:
         yield pipeline

@@ -8,13 +8,15 @@ import re
 import pytest
 from aws_cdk import aws_lambda as lambda_
 
+from stacks.contract import NOT_APPROVED
+from stacks.endpoint import PACKAGE_PARAMETER
 from stacks.instances import has_local_storage
-from stacks.training import NOT_TRAINED
 from tests.helpers import arn_text, as_list, one, policy_statements, refs, resources
 from tests.stacks import metric_math
 from tests.synth import synthesize
 
 ENDPOINT_ARN_SUFFIX = ":endpoint/dog-breed-classifier"
+PINNED_PACKAGE = "arn:aws:sagemaker:us-east-1:111122223333:model-package/dogbreeds-models/3"
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +31,11 @@ def invoker(assembly) -> dict:
 
 @pytest.fixture(scope="module")
 def variant(tmp_path_factory):
-    """Other branches: a CPU type without NVMe, an explicit model, provisioned-concurrency autoscaling."""
+    """Other branches: a CPU type without NVMe, a pinned package version, provisioned-concurrency autoscaling."""
     return synthesize(
         tmp_path_factory.mktemp("serving-variant"),
         endpoint_instance_type="ml.c5.xlarge",
-        endpoint_model_data_url="s3://my-models/breeds/model.tar.gz",
+        endpoint_model_package_arn=PINNED_PACKAGE,
         lambda_provisioned_autoscaling="true",
         lambda_allow_http_urls="true",
     )
@@ -42,37 +44,41 @@ def variant(tmp_path_factory):
 # --- endpoint ---------------------------------------------------------------------------------
 
 
-def test_model_is_network_isolated_in_the_vpc_with_code_from_the_artifact(endpoint):
+def test_model_is_made_from_the_package_network_isolated_in_the_vpc_with_code_from_the_artifact(endpoint):
     _, model = one(endpoint, "AWS::SageMaker::Model")
     props = model["Properties"]
     assert props["EnableNetworkIsolation"] is True
     assert props["VpcConfig"]["Subnets"] and props["VpcConfig"]["SecurityGroupIds"]
     container = props["PrimaryContainer"]
+    assert container["ModelPackageName"] == {"Ref": PACKAGE_PARAMETER}
+    assert "Image" not in container and "ModelDataUrl" not in container, "the package names both"
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
     assert container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
-    assert container["ModelDataUrl"] == {"Ref": "ModelDataUrlParameter"}
-    assert arn_text(container["Image"]).endswith("/pytorch-inference:2.6.0-gpu-py312")
+    # The package's image is a PyTorch inference DLC: the role may pull from that repository in each region.
     mapping = endpoint["Mappings"]["PyTorchInferenceRegistry260"]
     assert mapping["us-east-1"] == {"account": "763104351884"}
     assert len(mapping) > 30, "every region sagemaker-core knows"
 
 
-def test_model_comes_from_the_handoff_and_an_untrained_deploy_fails_first(endpoint):
-    parameter = endpoint["Parameters"]["ModelDataUrlParameter"]
+def test_model_comes_from_the_approved_package_and_an_unapproved_deploy_fails_first(endpoint, settings):
+    parameter = endpoint["Parameters"][PACKAGE_PARAMETER]
     assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
-    assert parameter["Default"] == "/dogbreeds/model/data-url"
-    (assertion,) = endpoint["Rules"]["ModelIsTrained"]["Assertions"]
-    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ModelDataUrlParameter"}, NOT_TRAINED]}]}
-    assert assertion["AssertDescription"].startswith("No model has been trained yet: run the training pipeline")
+    assert parameter["Default"] == settings.names.approved_package_parameter == "/dogbreeds/model/approved-package"
+    (assertion,) = endpoint["Rules"]["ModelIsApproved"]["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": PACKAGE_PARAMETER}, NOT_APPROVED]}]}
+    message = assertion["AssertDescription"]
+    assert message.startswith("No model package has been approved yet in dogbreeds-models: ")
+    for what in ("`dogbreeds models`", "`dogbreeds approve VERSION`", "endpoint_model_package_arn"):
+        assert what in message
 
 
-def test_explicit_model_url_replaces_the_handoff(variant):
+def test_a_pinned_package_version_replaces_the_approved_one(variant):
     template = variant.template("endpoint")
     _, model = one(template, "AWS::SageMaker::Model")
-    assert model["Properties"]["PrimaryContainer"]["ModelDataUrl"] == "s3://my-models/breeds/model.tar.gz"
-    assert "ModelIsTrained" not in template.get("Rules", {})
-    assert "ModelDataUrlParameter" not in template.get("Parameters", {})
-    assert arn_text(model["Properties"]["PrimaryContainer"]["Image"]).endswith(":2.6.0-cpu-py312")
+    assert model["Properties"]["PrimaryContainer"]["ModelPackageName"] == PINNED_PACKAGE
+    assert "ModelIsApproved" not in template.get("Rules", {})
+    assert PACKAGE_PARAMETER not in template.get("Parameters", {})
+    assert template["Outputs"]["ModelPackageArn"]["Value"] == PINNED_PACKAGE
 
 
 def test_endpoint_config_on_gpu_with_the_minimum_as_initial_count(endpoint, settings):
@@ -222,11 +228,31 @@ def test_dashboard_shows_the_endpoint_and_the_lambda(endpoint):
         assert needle in body
 
 
-def test_model_role_reads_only_model_artifacts(endpoint):
+def test_outputs_name_what_is_served_and_the_config_the_endpoint_should_run(endpoint):
+    outputs = endpoint["Outputs"]
+    assert set(outputs) == {
+        "EndpointName",
+        "ScalableTargetResourceId",
+        "ScalingPolicyName",
+        "DashboardName",
+        "ModelPackageArn",
+        "EndpointConfigName",
+    }
+    assert outputs["ModelPackageArn"]["Value"] == {"Ref": PACKAGE_PARAMETER}
+    config_id, _ = one(endpoint, "AWS::SageMaker::EndpointConfig")
+    assert outputs["EndpointConfigName"]["Value"] == {"Fn::GetAtt": [config_id, "EndpointConfigName"]}
+
+
+def test_model_role_reads_only_its_group_and_model_artifacts(endpoint):
     statements = policy_statements(endpoint, "ModelPolicy")
+    describe = statements["DescribeModelPackage"]
+    assert describe["Action"] == "sagemaker:DescribeModelPackage"
+    assert arn_text(describe["Resource"]).endswith(":model-package/dogbreeds-models/*")
     reads = sorted(arn_text(r).rsplit(">/", 1)[1] for r in as_list(statements["ReadModelArtifact"]["Resource"]))
-    assert reads == ["ec2-models/*", "models/*"]
+    assert reads == ["models/*"], "the packages' artifacts, nothing else"
     assert arn_text(statements["PullInferenceImage"]["Resource"]).endswith(":repository/pytorch-inference")
+    sagemaker_actions = {a for s in statements.values() for a in as_list(s["Action"]) if a.startswith("sagemaker:")}
+    assert sagemaker_actions == {"sagemaker:DescribeModelPackage"}
     every_action = {a for s in statements.values() for a in as_list(s["Action"])}
     assert "s3:PutObject" not in every_action
 

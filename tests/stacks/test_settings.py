@@ -114,9 +114,15 @@ def test_every_field_has_a_default_in_cdk_json_and_a_description():
             "training_use_spot=true (SageMaker counts the run time inside the wait).",
         ),
         (
-            {"endpoint_model_data_url": "https://bucket/model.tar.gz"},
-            'endpoint_model_data_url="https://bucket/model.tar.gz": accepted is empty (serve the last trained '
-            "model) or an s3://bucket/key.tar.gz URI.",
+            {"endpoint_model_package_arn": "arn:aws:sagemaker:eu-west-1:111122223333:model-package/other-models/3"},
+            'endpoint_model_package_arn="arn:aws:sagemaker:eu-west-1:111122223333:model-package/other-models/3": '
+            "accepted is empty (serve the latest approved version) or the ARN of a version of the group "
+            "dogbreeds-models, such as arn:aws:sagemaker:us-east-1:111122223333:model-package/dogbreeds-models/3 "
+            "(dogbreeds models lists them).",
+        ),
+        (
+            {"model_approval": "yes"},
+            'model_approval="yes": accepted is one of manual, auto.',
         ),
         (
             {"lambda_fetch_timeout_seconds": 30},
@@ -133,6 +139,14 @@ def test_every_field_has_a_default_in_cdk_json_and_a_description():
         (
             {"endpoint_max_capacity": "three"},
             'endpoint_max_capacity="three": accepted is a whole number.',
+        ),
+        (
+            {"endpoint_max_decode_mb": 32},
+            "endpoint_max_decode_mb=32: accepted is a whole number from 64 to 8192.",
+        ),
+        (
+            {"endpoint_max_jpeg_scans": 5},
+            "endpoint_max_jpeg_scans=5: accepted is a whole number from 10 to 1000.",
         ),
         (
             {"retain_data": "maybe"},
@@ -422,3 +436,11 @@ def _edges(kind) -> tuple[list, list]:
 
 def test_patience_zero_means_never_stop_early_as_in_train_py():
     assert Settings.from_mapping({**defaults(), "training_patience": 0}, check_images=False).training_patience == 0
+
+
+def test_the_decoding_budgets_reach_the_models_environment(settings):
+    from stacks.contract import model_environment
+
+    environment = model_environment(settings.replace(endpoint_max_decode_mb=512, endpoint_max_jpeg_scans=50), "x")
+    assert (environment["MAX_DECODE_BYTES"], environment["MAX_JPEG_SCANS"]) == (str(512 * 1024 * 1024), "50")
+    assert (settings.endpoint_max_decode_mb, settings.endpoint_max_jpeg_scans) == (384, 100)  # inference.py's too

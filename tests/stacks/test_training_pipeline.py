@@ -13,14 +13,23 @@ from cfnlint.api import ManualArgs, lint
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser, ASLParserException
 
 import metrics
-from stacks.contract import training_hyperparameters
-from stacks.training_pipeline import ATTEMPT_ID_LENGTH, RUN_ID_LENGTH, training_instance_types
+from stacks.contract import NOT_APPROVED, model_environment, training_hyperparameters
+from stacks.training_pipeline import (
+    ATTEMPT_ID_LENGTH,
+    CLIENT_TOKEN_LENGTH,
+    RUN_ID_LENGTH,
+    SERVING_CONTENT_TYPES,
+    training_instance_types,
+)
 from tests.cfn_values import Deployment
-from tests.stacks.stepfunctions_local import JobOutcome, LocalPipeline
+from tests.helpers import one
+from tests.stacks.stepfunctions_local import JobOutcome, LocalPipeline, service_model_problems
 
 TRAINING_SYNC = "sagemaker:createTrainingJob.sync"
 TUNING_SYNC = "sagemaker:createHyperParameterTuningJob.sync"
 SPLITS = ("train/", "valid/", "test/")
+# The execution's output, as the CLI reads it.
+OUTPUT_KEYS = {"model_package_arn", "approval_status", "model_data_url", "training_job", "tuning_job", "metrics"}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +39,21 @@ def deployment(assembly) -> Deployment:
 
 @pytest.fixture(scope="module")
 def local(deployment, settings):
-    with LocalPipeline(deployment, settings.stack_name("training")) as pipeline:
+    with LocalPipeline(deployment, settings.stack_name("training"), settings.names.state_machine) as pipeline:
+        deploy_registry(pipeline)
         yield pipeline
+
+
+def deploy_registry(pipeline: LocalPipeline) -> None:
+    """The stack's model package group, created in moto as CloudFormation creates it, and the approved-package
+    parameter with its initial value."""
+    template = pipeline.deployment.templates[pipeline.stack]
+    _, group = one(template, "AWS::SageMaker::ModelPackageGroup")
+    _, parameter = one(template, "AWS::SSM::Parameter")
+    props = pipeline.deployment.resolve(pipeline.stack, group["Properties"])
+    pipeline.client("sagemaker").create_model_package_group(**props)
+    props = pipeline.deployment.resolve(pipeline.stack, parameter["Properties"])
+    pipeline.client("ssm").put_parameter(Name=props["Name"], Value=props["Value"], Type=props["Type"])
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +91,49 @@ def stock(pipeline: LocalPipeline, *, splits=SPLITS, weights=("resnet50-0676ba61
 def succeeded(pipeline: LocalPipeline, execution_input: dict, **kwargs):
     result = pipeline.run(execution_input, **kwargs)
     assert result.status == "SUCCEEDED", (result.error, result.cause, result.states)
-    assert pipeline.sagemaker.invalid == [], "every SageMaker request must satisfy botocore's service model"
+    assert pipeline.invalid == [], "every request (jobs and SDK integrations) must satisfy botocore's service model"
     return result
+
+
+def quality_gate_failed(pipeline: LocalPipeline, execution_input: dict):
+    result = pipeline.run(execution_input)
+    assert (result.status, result.error) == ("FAILED", "QualityGateFailed"), (result.cause, result.states)
+    assert pipeline.invalid == []
+    return result
+
+
+def packages(pipeline: LocalPipeline, group: str) -> list[dict]:
+    """Every version of the group in moto's registry, oldest first, described."""
+    sagemaker = pipeline.client("sagemaker")
+    listed = sagemaker.list_model_packages(ModelPackageGroupName=group, SortOrder="Ascending")
+    return [
+        sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+        for summary in listed["ModelPackageSummaryList"]
+    ]
+
+
+def registered(pipeline: LocalPipeline, result) -> dict:
+    """The version the execution registered, described by moto's registry."""
+    (package,) = registrations_by(pipeline, result)
+    return package
+
+
+def registrations_by(pipeline: LocalPipeline, result) -> list[dict]:
+    """The versions of the group the execution registered: none, or one."""
+    group = pipeline.definition["States"]["Register model"]["Arguments"]["ModelPackageGroupName"]
+    return [p for p in packages(pipeline, group) if _made_by(p, result)]
+
+
+def _made_by(package: dict, result) -> bool:
+    return package.get("MetadataProperties", {}).get("GeneratedBy") == result.arn
+
+
+def metrics_object(pipeline: LocalPipeline, package: dict) -> tuple[dict, dict]:
+    """The package's model-quality statistics from moto's S3: (the object's head, its JSON)."""
+    uri = package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
+    name, key = uri.removeprefix("s3://").split("/", 1)
+    s3 = pipeline.client("s3")
+    return s3.head_object(Bucket=name, Key=key), json.loads(s3.get_object(Bucket=name, Key=key)["Body"].read())
 
 
 # --- validators from outside the project --------------------------------------------------------
@@ -88,26 +151,31 @@ def test_the_grammar_refuses_a_choice_without_choices(local):
         AmazonStateLanguageParser.parse(json.dumps(broken))
 
 
-def _lint_with_definition_object(deployment: Deployment, stack: str, definition: dict) -> list[str]:
-    """cfn-lint on the template with the definition as an object (it cannot look into DefinitionString)."""
-    template = copy.deepcopy(deployment.templates[stack])
+def lint_with_definition_objects(local: LocalPipeline, overrides: dict[str, dict] | None = None) -> list[str]:
+    """cfn-lint on the template with each state machine's definition as an object (it cannot look into
+    DefinitionString): the deployed one, or the one ``overrides`` gives for that state machine's name."""
+    template = copy.deepcopy(local.deployment.templates[local.stack])
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::StepFunctions::StateMachine":
+            name = resource["Properties"]["StateMachineName"]
             del resource["Properties"]["DefinitionString"]
-            resource["Properties"]["Definition"] = definition
-    matches = lint(json.dumps(template), config=ManualArgs(regions=[deployment.region], ignore_checks=["W3005"]))
-    return [f"{m.rule.id}: {m.message}" for m in matches]
+            resource["Properties"]["Definition"] = (overrides or {}).get(name) or json.loads(
+                local.machines[name].definition_text
+            )
+    # W7001: the definitions are given resolved, so a mapping only a definition reads looks unused.
+    config = ManualArgs(regions=[local.deployment.region], ignore_checks=["W3005", "W7001"])
+    return [f"{m.rule.id}: {m.message}" for m in lint(json.dumps(template), config=config)]
 
 
-def test_cfn_lint_schema_accepts_the_definition(deployment, local):
-    assert _lint_with_definition_object(deployment, local.stack, local.definition) == []
+def test_cfn_lint_schema_accepts_the_definition(local):
+    assert lint_with_definition_objects(local) == []
 
 
-def test_cfn_lint_schema_refuses_a_choice_without_choices(deployment, local):
+def test_cfn_lint_schema_refuses_a_choice_without_choices(local):
     broken = local.definition
-    choice = broken["States"]["Quality gate"]
+    choice = broken["States"]["Passed quality gate?"]
     choice["Conditions"] = choice.pop("Choices")
-    problems = _lint_with_definition_object(deployment, local.stack, broken)
+    problems = lint_with_definition_objects(local, {local.name: broken})
     assert any(p.startswith("E3601") and "'Choices' is a required property" in p for p in problems), problems
 
 
@@ -119,8 +187,12 @@ def test_definition_uses_jsonata_and_has_the_whole_flow(definition):
     states = definition["States"]
     assert states["Tune hyperparameters"]["Resource"] == f"arn:aws:states:::{TUNING_SYNC}"
     assert states["Train"]["Resource"] == f"arn:aws:states:::{TRAINING_SYNC}"
-    assert states["Hand off model"]["Resource"] == "arn:aws:states:::aws-sdk:ssm:putParameter"
-    assert {"Quality gate", "Below quality gate", "Bad input", "No data set", "Job failed"} <= set(states)
+    assert states["Record model metrics"]["Resource"] == "arn:aws:states:::aws-sdk:s3:putObject"
+    assert states["Register model"]["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:createModelPackage"
+    assert {"Quality gate", "Below quality gate", "No test metric", "Bad input", "No data set", "Job failed"} <= set(
+        states
+    )
+    assert not any("ssm:putParameter" in state.get("Resource", "") for state in states.values()), "the handoff is gone"
 
 
 def test_tuning_ranges_objective_and_limits(definition, settings):
@@ -171,12 +243,13 @@ def test_jobs_are_retried_only_when_sagemaker_refused_to_start_them_and_failures
 
 def test_default_run_tunes_then_trains_on_two_instances_with_torchrun(pipeline, settings):
     result = succeeded(pipeline, {})
-    assert result.states[-6:] == [
+    assert result.states[-7:] == [
         "Tune hyperparameters",
         "Train",
         "Quality gate",
-        "Hand off model",
-        "Record metrics",
+        "Record model metrics",
+        "Register model",
+        "Passed quality gate?",
         "Done",
     ]
     train = result.call("Train")
@@ -200,12 +273,16 @@ def test_default_run_tunes_then_trains_on_two_instances_with_torchrun(pipeline, 
     static = tune["TrainingJobDefinition"]["StaticHyperParameters"]
     assert "learning_rate" not in static and "batch_size" not in static
     assert static["epochs"] == str(settings.tuning_epochs) and "sagemaker_torch_distributed_enabled" not in static
+    package = registered(pipeline, result)
     assert result.output == {
+        "model_package_arn": package["ModelPackageArn"],
+        "approval_status": "PendingManualApproval",
         "model_data_url": pipeline.sagemaker.described(train["TrainingJobName"])["ModelArtifacts"]["S3ModelArtifacts"],
         "training_job": train["TrainingJobName"],
         "tuning_job": tune["HyperParameterTuningJobName"],
         "metrics": {"valid_loss": 0.52, "test_accuracy": 0.81},
     }
+    assert set(result.output) == OUTPUT_KEYS
 
 
 def test_job_names_fit_sagemakers_limits_and_checkpoints_are_per_run(pipeline):
@@ -224,17 +301,77 @@ def test_job_names_fit_sagemakers_limits_and_checkpoints_are_per_run(pipeline):
     }
 
 
-def test_handoff_writes_the_model_uri_and_its_metrics_to_ssm(pipeline, settings):
+# --- executions: the model registry ------------------------------------------------------------------
+
+
+def test_a_model_that_passes_is_registered_for_manual_approval_with_its_lineage(pipeline, settings, deployment):
     result = succeeded(pipeline, {"tune": False})
-    ssm = pipeline.client("ssm")
-    model = ssm.get_parameter(Name=f"/{settings.project_name}/model/data-url")["Parameter"]["Value"]
-    recorded = json.loads(ssm.get_parameter(Name=f"/{settings.project_name}/model/metrics")["Parameter"]["Value"])
-    assert model == result.output["model_data_url"]
-    assert recorded == {
-        "model_data_url": model,
-        "training_job": result.call("Train")["TrainingJobName"],
-        "tuning_job": None,
+    package = registered(pipeline, result)
+    train = result.call("Train")
+    job = train["TrainingJobName"]
+    model = pipeline.sagemaker.described(job)["ModelArtifacts"]["S3ModelArtifacts"]
+    assert package["ModelPackageGroupName"] == settings.names.model_package_group
+    assert package["ModelPackageArn"] == result.output["model_package_arn"]
+    assert package["ModelPackageArn"].startswith(
+        f"arn:aws:sagemaker:{deployment.region}:{deployment.account}:model-package/{settings.names.model_package_group}/"
+    )
+    assert package["ModelApprovalStatus"] == result.output["approval_status"] == "PendingManualApproval"
+    assert package["ModelPackageDescription"] == (
+        f"Passed the quality gate: test_accuracy 0.81 reaches {settings.quality_gate_min_test_accuracy} "
+        f"(training job {job})."
+    )
+    (container,) = package["InferenceSpecification"]["Containers"]
+    assert container["ModelDataUrl"] == model == result.output["model_data_url"]
+    assert container["Environment"] == model_environment(settings, deployment.region)
+    assert re.fullmatch(
+        rf"\d{{12}}\.dkr\.ecr\.{deployment.region}\.amazonaws\.com/pytorch-inference:"
+        rf"{re.escape(settings.inference_framework_version)}-gpu-py3\d+",
+        container["Image"],
+    )
+    specification = package["InferenceSpecification"]
+    assert specification["SupportedContentTypes"] == list(SERVING_CONTENT_TYPES)
+    assert specification["SupportedResponseMIMETypes"] == ["application/json"]
+    assert specification["SupportedRealtimeInferenceInstanceTypes"][0] == settings.endpoint_instance_type
+    assert package["CustomerMetadataProperties"] == {
+        "training_job": job,
+        "tuning_job": "none",
+        "dataset": f"s3://{bucket(pipeline)}/datasets/dogImages/",
+        "code": json.loads(train["HyperParameters"]["sagemaker_submit_directory"]),
+        "test_accuracy": "0.81",
+        "valid_loss": "0.52",
+        "hp.learning_rate": str(settings.training_learning_rate),
+        "hp.batch_size": str(settings.training_batch_size),
+        "hp.backbone": settings.training_backbone,
+        "hp.trainable": settings.training_trainable,
+        "hp.patience": str(settings.training_patience),
+        "hp.epochs": str(settings.training_epochs),
+    }
+    assert package["MetadataProperties"] == {"GeneratedBy": result.arn}
+
+
+def test_the_metrics_object_is_encrypted_with_the_stack_key_beside_the_model(pipeline, settings, deployment):
+    result = succeeded(pipeline, {"tune": False})
+    package = registered(pipeline, result)
+    job = result.call("Train")["TrainingJobName"]
+    statistics = package["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert statistics["ContentType"] == "application/json"
+    assert statistics["S3Uri"] == f"s3://{bucket(pipeline)}/models/{job}/model-quality.json"
+    head, body = metrics_object(pipeline, package)
+    stack_key = result.call("Train")["OutputDataConfig"]["KmsKeyId"]
+    assert stack_key.startswith(f"arn:aws:kms:{deployment.region}:{deployment.account}:key/")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", stack_key)
+    assert head["ContentType"] == "application/json"
+    assert body == {
+        "multiclass_classification_metrics": {"accuracy": {"value": 0.81}},
         "metrics": {"valid_loss": 0.52, "test_accuracy": 0.81},
+        "quality_gate": {
+            "metric": "test_accuracy",
+            "threshold": settings.quality_gate_min_test_accuracy,
+            "verdict": "passed",
+        },
+        "training_job": job,
+        "tuning_job": None,
+        "model_data_url": result.output["model_data_url"],
         "hyperparameters": {
             "learning_rate": settings.training_learning_rate,
             "batch_size": settings.training_batch_size,
@@ -244,6 +381,64 @@ def test_handoff_writes_the_model_uri_and_its_metrics_to_ssm(pipeline, settings)
             "epochs": settings.training_epochs,
         },
     }
+
+
+def test_a_tuned_model_carries_its_tuning_job_and_the_tuned_values(pipeline):
+    result = succeeded(pipeline, {})
+    package = registered(pipeline, result)
+    tune = result.call("Tune hyperparameters")["HyperParameterTuningJobName"]
+    tuned = pipeline.sagemaker.described(tune)["BestTrainingJob"]["TunedHyperParameters"]
+    metadata = package["CustomerMetadataProperties"]
+    assert metadata["tuning_job"] == tune == result.output["tuning_job"]
+    assert (metadata["hp.learning_rate"], metadata["hp.batch_size"]) == (
+        tuned["learning_rate"],
+        tuned["batch_size"],
+    )
+    assert metrics_object(pipeline, package)[1]["tuning_job"] == tune
+
+
+def test_each_execution_registers_one_new_version_with_its_own_client_token(pipeline, settings):
+    before = len(packages(pipeline, settings.names.model_package_group))
+    first = succeeded(pipeline, {"tune": False})
+    second = succeeded(pipeline, {"tune": False})
+    after = packages(pipeline, settings.names.model_package_group)
+    assert len(after) == before + 2
+    tokens = [run.call("Register model")["ClientToken"] for run in (first, second)]
+    assert all(re.fullmatch(f"[0-9a-f]{{{CLIENT_TOKEN_LENGTH}}}", token) for token in tokens)
+    assert tokens[0] != tokens[1]
+    versions = [p["ModelPackageVersion"] for p in after[-2:]]
+    assert versions[1] == versions[0] + 1
+
+
+def test_the_request_checks_bite_on_what_sagemaker_refuses():
+    # What the pipeline must never send: a metadata value with a quote (as a JSON-encoded hyperparameter has),
+    # or one longer than 256 characters.
+    request = {
+        "ModelPackageGroupName": "dogbreeds-models",
+        "CustomerMetadataProperties": {"hp.backbone": '"resnet50"', "code": "s3://b/" + "x" * 256},
+    }
+    problems = service_model_problems("sagemaker", "CreateModelPackage", request)
+    assert any("hp.backbone" in p and "does not match" in p for p in problems), problems
+    assert any("[code]" in p and "longer than 256" in p for p in problems), problems
+
+
+def test_a_request_that_breaks_the_api_is_refused_and_the_run_ends_registration_failed(pipeline):
+    broken = pipeline.definition
+    register = broken["States"]["Register model"]["Arguments"]
+    register["ModelPackageDescription"] = "{% $pad('', 1025, 'x') %}"
+    sfn = pipeline.client("stepfunctions")
+    pipeline.machine_arns["broken"] = sfn.create_state_machine(
+        name="broken", definition=json.dumps(broken), roleArn=pipeline.role_arn
+    )["stateMachineArn"]
+    try:
+        result = pipeline.run({"tune": False}, machine="broken")
+        assert (result.status, result.error) == ("FAILED", "RegistrationFailed")
+        assert "ModelPackageDescription" in result.cause and "longer than 1024" in result.cause
+        assert len(result.calls_of("Register model")) == 4, "the first call and three retries"
+        assert pipeline.sdk.invalid, "the refused requests are recorded"
+    finally:
+        pipeline.sdk.invalid.clear()
+        del pipeline.machine_arns["broken"]
 
 
 def test_without_tuning_the_defaults_train_and_the_tuning_job_is_null(pipeline, settings):
@@ -256,6 +451,7 @@ def test_without_tuning_the_defaults_train_and_the_tuning_job_is_null(pipeline, 
         str(settings.training_batch_size),
     )
     assert result.output["tuning_job"] is None
+    assert set(result.output) == OUTPUT_KEYS
 
 
 # --- executions: the input's overrides -----------------------------------------------------------------
@@ -385,28 +581,62 @@ def test_missing_data_set_splits_fail_with_what_to_do(pipeline, splits, missing)
 # --- executions: the quality gate ---------------------------------------------------------------------
 
 
-def test_quality_gate_stops_a_weak_model_before_the_handoff(pipeline, settings):
+def test_a_model_below_the_gate_is_registered_rejected_with_its_metrics_then_the_run_fails(pipeline, settings):
     pipeline.sagemaker.training_outcomes.append(JobOutcome(metrics={"valid_loss": 1.9, "test_accuracy": 0.41}))
-    result = pipeline.run({"tune": False})
-    assert (result.status, result.error) == ("FAILED", "QualityGateFailed")
-    model = pipeline.sagemaker.described(result.call("Train")["TrainingJobName"])["ModelArtifacts"]["S3ModelArtifacts"]
+    result = quality_gate_failed(pipeline, {"tune": False})
+    package = registered(pipeline, result)
+    job = result.call("Train")["TrainingJobName"]
     assert result.cause == (
         f"test_accuracy 0.41 is below the quality gate {settings.quality_gate_min_test_accuracy} (setting "
-        f"quality_gate_min_test_accuracy); the model {model} was not handed to the endpoint."
+        f"quality_gate_min_test_accuracy); the model is registered as {package['ModelPackageArn']}, Rejected, "
+        "and will not be served."
     )
-    assert "Hand off model" not in result.states
+    assert result.states[-4:] == [
+        "Record model metrics",
+        "Register model",
+        "Passed quality gate?",
+        "Below quality gate",
+    ]
+    assert package["ModelApprovalStatus"] == "Rejected"
+    assert package["ModelPackageDescription"] == (
+        f"Rejected by the quality gate (test_accuracy 0.41 is below {settings.quality_gate_min_test_accuracy}, "
+        f"training job {job}): registered for the record, never to be served."
+    )
+    metadata = package["CustomerMetadataProperties"]
+    assert (metadata["test_accuracy"], metadata["valid_loss"], metadata["training_job"]) == ("0.41", "1.9", job)
+    head, body = metrics_object(pipeline, package)
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert body["multiclass_classification_metrics"] == {"accuracy": {"value": 0.41}}
+    assert body["quality_gate"]["verdict"] == "below"
 
 
 @pytest.mark.parametrize("final_metrics", [{"valid_loss": 0.5}, {}], ids=["no test metric", "no metric at all"])
-def test_quality_gate_fails_when_the_job_reported_no_test_accuracy(pipeline, final_metrics):
+def test_a_model_with_no_test_metric_is_registered_rejected_then_the_run_fails(pipeline, final_metrics):
     pipeline.sagemaker.training_outcomes.append(JobOutcome(metrics=final_metrics))
-    result = pipeline.run({"tune": False})
-    assert (result.status, result.error) == ("FAILED", "QualityGateFailed")
+    result = quality_gate_failed(pipeline, {"tune": False})
+    package = registered(pipeline, result)
     name = result.call("Train")["TrainingJobName"]
     assert result.cause == (
         f"Training job {name} reported no test_accuracy metric, so the quality gate cannot pass; its log shows "
-        "why the test evaluation did not run."
+        f"why the test evaluation did not run. The model is registered as {package['ModelPackageArn']} (Rejected)."
     )
+    assert result.states[-1] == "No test metric"
+    assert package["ModelApprovalStatus"] == "Rejected"
+    metadata = package["CustomerMetadataProperties"]
+    assert metadata["test_accuracy"] == "none"
+    assert metadata["valid_loss"] == ("0.5" if final_metrics else "none")
+    _, body = metrics_object(pipeline, package)
+    assert body["multiclass_classification_metrics"] == {}
+    assert body["metrics"] == final_metrics
+    assert body["quality_gate"]["verdict"] == "missing"
+
+
+def test_no_run_ever_touches_the_approved_package_parameter(pipeline, settings):
+    pipeline.sagemaker.training_outcomes.append(JobOutcome(metrics={"test_accuracy": 0.2}))
+    quality_gate_failed(pipeline, {"tune": False})
+    succeeded(pipeline, {"tune": False})
+    parameter = pipeline.client("ssm").get_parameter(Name=settings.names.approved_package_parameter)["Parameter"]
+    assert parameter["Value"] == NOT_APPROVED, "only the approval recorder writes it"
 
 
 # --- executions: failures, retries and redrives -------------------------------------------------------
@@ -423,6 +653,8 @@ def test_a_failed_training_job_ends_the_run_with_its_reason_and_is_not_rerun(pip
         result.cause == f"SageMaker job {train['TrainingJobName']} ended Failed: AlgorithmError: data set check failed"
     )
     assert result.states[-2:] == ["Train", "Job failed"]
+    assert not result.calls_of("Register model") and not result.calls_of("Record model metrics")
+    assert not registrations_by(pipeline, result), "a failed job registers nothing"
 
 
 def test_a_failed_tuning_job_ends_the_run_before_training(pipeline):
@@ -432,6 +664,7 @@ def test_a_failed_tuning_job_ends_the_run_before_training(pipeline):
     name = result.call("Tune hyperparameters")["HyperParameterTuningJobName"]
     assert result.cause == f"SageMaker job {name} ended Failed: No training job succeeded"
     assert "Train" not in result.states
+    assert not registrations_by(pipeline, result), "a failed job registers nothing"
 
 
 def test_a_full_quota_is_waited_out_with_a_new_job_name_for_each_attempt(pipeline):

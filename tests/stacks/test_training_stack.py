@@ -1,4 +1,5 @@
-"""The training stack: the code asset, the execution role, and the pipeline's definition, executed."""
+"""The training stack: the code asset, the execution role, the pipeline's role, the model registry and the
+approval recorder (their executions: test_training_pipeline.py and test_model_registry.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import tarfile
 import pytest
 
 from stacks.constructs.code_asset import build_code_archive, code_files
-from stacks.training import NOT_TRAINED
-from tests.helpers import arn_text, as_list, one, policy_statements
+from stacks.contract import NOT_APPROVED
+from stacks.instances import family
+from stacks.training import serving_instance_types
+from tests.helpers import arn_text, as_list, one, policy_statements, resources
 
 
 @pytest.fixture(scope="module")
@@ -109,27 +112,98 @@ def test_pipeline_role_runs_only_its_own_jobs_and_passes_only_the_execution_role
     assert passing["Action"] == "iam:PassRole"
     assert passing["Resource"]["Fn::GetAtt"][0].startswith("ExecutionRole")
     assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
-    assert sorted(arn_text(r).rsplit(":", 1)[-1] for r in statements["HandOffModel"]["Resource"]) == [
-        "parameter/dogbreeds/model/data-url",
-        "parameter/dogbreeds/model/metrics",
-    ]
     assert statements["CheckDataSet"]["Condition"] == {
         "StringLike": {"s3:prefix": ["datasets/dogImages/", "pretrained/*"]}
     }
 
 
+def test_pipeline_role_registers_only_in_its_group_and_writes_only_metrics_objects(training):
+    statements = policy_statements(training, "PipelinePolicy")
+    assert set(statements) == {
+        "RunTrainingJobs",
+        "RunTuningJobs",
+        "WatchJobsThroughEvents",
+        "PassExecutionRole",
+        "CheckDataSet",
+        "RecordModelMetrics",
+        "EncryptModelMetrics",
+        "RegisterModel",
+        "EncryptJobVolumes",
+    }
+    register = statements["RegisterModel"]
+    assert sorted(as_list(register["Action"])) == ["sagemaker:AddTags", "sagemaker:CreateModelPackage"]
+    assert arn_text(register["Resource"]).endswith(":model-package/dogbreeds-models/*")
+    write = statements["RecordModelMetrics"]
+    assert write["Action"] == "s3:PutObject"
+    assert arn_text(write["Resource"]).endswith("/models/dogbreeds-train-*/model-quality.json")
+    encrypt = statements["EncryptModelMetrics"]
+    assert encrypt["Action"] == "kms:GenerateDataKey"
+    assert encrypt["Resource"] == statements["EncryptJobVolumes"]["Resource"], "the stack key, and only it"
+    assert arn_text(encrypt["Condition"]["StringEquals"]["kms:ViaService"]) == "s3.<AWS::Region>.amazonaws.com"
+    granted = {a for s in statements.values() for a in as_list(s["Action"])}
+    assert not any(a.startswith("ssm:") for a in granted), "the pipeline writes no SSM parameter any more"
+
+
 def test_state_machine_logs_everything_and_traces(training):
-    _, machine = one(training, "AWS::StepFunctions::StateMachine")
+    _, machine = one(training, "AWS::StepFunctions::StateMachine", {"StateMachineName": "dogbreeds-training"})
     props = machine["Properties"]
     assert props["TracingConfiguration"] == {"Enabled": True}
     assert props["LoggingConfiguration"]["Level"] == "ALL"
     assert props["LoggingConfiguration"]["IncludeExecutionData"] is True
-    _, log_group = one(training, "AWS::Logs::LogGroup")
-    assert log_group["Properties"]["RetentionInDays"] == 90
+    assert "StateMachineType" not in props, "a standard workflow: it runs for hours"
+    for log_group in resources(training, "AWS::Logs::LogGroup").values():
+        assert log_group["Properties"]["RetentionInDays"] == 90
 
 
-def test_handoff_parameter_starts_as_not_trained_and_carries_no_tags(training):
+def test_the_model_package_group_is_declared_and_kept_with_the_data(training):
+    _, group = one(training, "AWS::SageMaker::ModelPackageGroup")
+    assert group["Properties"]["ModelPackageGroupName"] == "dogbreeds-models"
+    assert "Rejected" in group["Properties"]["ModelPackageGroupDescription"]
+    assert group["DeletionPolicy"] == "Retain", "retain_data keeps the models' history"
+    (group_id,) = resources(training, "AWS::SageMaker::ModelPackageGroup")
+    for machine in resources(training, "AWS::StepFunctions::StateMachine").values():
+        assert group_id in machine["DependsOn"], "no execution before the group exists"
+
+
+def test_the_only_parameter_is_the_approved_package_starting_as_not_approved_without_tags(training):
     _, parameter = one(training, "AWS::SSM::Parameter")
-    assert parameter["Properties"]["Name"] == "/dogbreeds/model/data-url"
-    assert parameter["Properties"]["Value"] == NOT_TRAINED
-    assert "Tags" not in parameter["Properties"]
+    assert parameter["Properties"]["Name"] == "/dogbreeds/model/approved-package"
+    assert parameter["Properties"]["Value"] == NOT_APPROVED
+    assert "Tags" not in parameter["Properties"], "CloudFormation must never rewrite what the recorder wrote"
+
+
+def test_outputs_name_the_group_and_the_parameter_and_no_handoff(training):
+    outputs = training["Outputs"]
+    assert outputs["ModelPackageGroupName"]["Value"] == "dogbreeds-models"
+    assert outputs["ApprovedPackageParameterName"]["Value"] == "/dogbreeds/model/approved-package"
+    assert {"StateMachineArn", "ExecutionRoleArn", "CodeUri"} <= set(outputs)
+    assert not {"ModelParameterName", "MetricsParameterName"} & set(outputs)
+
+
+def test_the_approval_recorder_is_an_express_machine_that_logs_traces_and_may_do_two_things(training):
+    _, machine = one(training, "AWS::StepFunctions::StateMachine", {"StateMachineName": "dogbreeds-approval-recorder"})
+    props = machine["Properties"]
+    assert props["StateMachineType"] == "EXPRESS"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    assert (props["LoggingConfiguration"]["Level"], props["LoggingConfiguration"]["IncludeExecutionData"]) == (
+        "ALL",
+        True,
+    )
+    statements = policy_statements(training, "ApprovalRecorderPolicy")
+    assert {sid: s["Action"] for sid, s in statements.items()} == {
+        "ListApprovedVersions": "sagemaker:ListModelPackages",
+        "RecordApprovedVersion": "ssm:PutParameter",
+    }
+    assert sorted(arn_text(r).rsplit(":", 1)[-1] for r in statements["ListApprovedVersions"]["Resource"]) == [
+        "model-package-group/dogbreeds-models",
+        "model-package/dogbreeds-models/*",
+    ]
+    (parameter_id,) = resources(training, "AWS::SSM::Parameter")
+    assert arn_text(statements["RecordApprovedVersion"]["Resource"]).endswith(f":parameter<{parameter_id}>")
+
+
+@pytest.mark.parametrize("endpoint_type", ["ml.g4dn.xlarge", "ml.c5.xlarge", "ml.g5.2xlarge"])
+def test_a_registered_model_is_declared_for_the_endpoints_type_and_its_family_only(endpoint_type):
+    declared = serving_instance_types(endpoint_type)
+    assert declared[0] == endpoint_type and len(declared) == len(set(declared)) > 1
+    assert {family(t) for t in declared} == {family(endpoint_type)}, "the same accelerator: the same serving image"

@@ -111,8 +111,8 @@ def test_a_cpu_serves_in_fp32_in_channels_last(stand_in: str, monkeypatch: pytes
         seen.append((inputs[0].dtype, output.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last)))
 
     served.network.register_forward_hook(record)
-    request = inference.input_fn(jpeg_bytes(pattern("Red_top")), "image/jpeg")
-    answer = inference.predict_fn(request, served)
+    request = inference.parse_request(jpeg_bytes(pattern("Red_top")), "image/jpeg", served)
+    answer = inference.predict(request, served)
     assert answer["predictions"][0]["label"] == "Red top"
     assert seen == [(torch.float32, torch.float32, True)]
 

@@ -77,10 +77,10 @@ def top_label(response: Answer) -> str:
 
 
 def assert_error(response: Answer, status: int, message: str) -> None:
-    """The toolkit's error response: the status, the message as reason phrase, then the message and a traceback."""
-    assert (response.status, response.message) == (status, message)
+    """An error answer: the status, the message as reason phrase and as the whole body, no traceback."""
+    assert (response.status, response.text) == (status, message)
     assert response.phrase == message
-    assert response.text.startswith(f"{message}\nTraceback (most recent call last):\n")
+    assert response.content_type == inference.ERROR_CONTENT_TYPE
 
 
 # --- the contract with the toolkit and the model server -------------------------------------------------------
@@ -140,11 +140,11 @@ def test_an_accept_without_json_is_a_415(endpoint: ModelWorker) -> None:
     assert_error(
         endpoint.answer(jpeg("White"), "image/jpeg", accept="text/csv"),
         415,
-        "accept type text/csv is not supported; this endpoint answers application/json",
+        "accept type 'text/csv' is not supported; this endpoint answers application/json",
     )
 
 
-@pytest.mark.parametrize(("content_type", "shown"), [("text/plain", "text/plain"), (None, "(none)")])
+@pytest.mark.parametrize(("content_type", "shown"), [("text/plain", "'text/plain'"), (None, "(none)")])
 def test_an_unsupported_content_type_is_a_415_that_lists_the_accepted(
     endpoint: ModelWorker, content_type: str | None, shown: str
 ) -> None:
@@ -155,16 +155,20 @@ def test_an_unsupported_content_type_is_a_415_that_lists_the_accepted(
     )
 
 
-def test_an_unexpected_exception_is_a_500_with_its_message(
-    endpoint: ModelWorker, monkeypatch: pytest.MonkeyPatch
+def test_an_unexpected_exception_is_a_500_whose_details_only_the_log_gets(
+    endpoint: ModelWorker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def fail(*args: object) -> None:
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(endpoint.model.network, "forward", fail)
     assert_error(
-        endpoint.answer(jpeg("White"), "image/jpeg"), 500, "CUDA error: an illegal memory access was encountered"
+        endpoint.answer(jpeg("White"), "image/jpeg"),
+        500,
+        "the model server failed on this request (RuntimeError); its log has the details",
     )
+    assert "CUDA error: an illegal memory access" in caplog.text
+    assert "Traceback (most recent call last)" in caplog.text
 
 
 # --- real-format images ---------------------------------------------------------------------------------------
@@ -430,11 +434,11 @@ def test_a_top_k_outside_1_to_the_number_of_classes_is_a_400(
     )
 
 
-def test_the_custom_attributes_header_name_is_case_insensitive() -> None:
+def test_the_custom_attributes_header_name_is_case_insensitive(endpoint: ModelWorker) -> None:
     context = ServerContext(Path("unused"))
     context.request_processor = [RequestProcessor({"x-amzn-sagemaker-custom-attributes": "top_k=2"})]
-    body = json_body(image_base64=b64(jpeg("Red")))
-    assert inference.input_fn(body, JSON, context).top_k == "2"
+    answer, _ = inference.transform_fn(endpoint.model, jpeg("Red"), "image/jpeg", JSON, context)
+    assert len(json.loads(answer)["predictions"]) == 2
 
 
 @pytest.mark.parametrize(("top_k", "count"), [("2", 2), ("50", 6)])
