@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+# jsii prints an 11-line Node.js end-of-life banner, as Python byte strings, each time it starts (on the aws_cdk
+# import below): silenced for Node 20 only, whose end of life the README states (the variable takes a list of
+# major versions; a value already set wins).
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 import aws_cdk as cdk
 
-from stacks.composition import build, environment
-from stacks.settings import Settings, SettingsError, cdk_json_context
+from dogbreeds_stacks.composition import build, environment
+from dogbreeds_stacks.settings import Settings, SettingsError, cdk_json_context
 
 
 def main() -> int:

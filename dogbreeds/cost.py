@@ -1,29 +1,38 @@
 """``dogbreeds cost``: what the configured system costs, per month and per million predictions.
 
-Prices come from one table, dogbreeds/prices.json, which records its region and the date the prices
-were taken; the configuration is the settings (cdk.json, with -c overrides as for `cdk synth`).
-Per million predictions assumes the endpoint runs at its autoscaling target. Training is billed per
-run, not per month, so it is shown per instance-hour. No AWS call.
+Prices come from one table, dogbreeds/prices.json, which records its region (one: us-east-1) and the date the
+prices were taken; the configuration is the settings (cdk.json, with -c overrides as for `cdk synth`).
+Per million predictions assumes the endpoint runs at its autoscaling target; it includes the REST API in
+front of the Lambda (requests, access logs, X-Ray traces) and, with api_waf, its web ACL. Training is billed
+per run, not per month, so it is shown per instance-hour. No AWS call. --region names another region than
+the table's: refused, as that region's prices are not in the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dogbreeds.ops.aws import Aws
 from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import UsageError
-from stacks.settings import Settings
+from dogbreeds_stacks.settings import Settings
 
 PRICES = Path(__file__).with_name("prices.json")
 SECONDS_PER_HOUR = 3600
 # The endpoint stack's rollback alarms, counted in alarm metrics (the 5XX rate alarm divides two metrics).
 ENDPOINT_ALARM_METRICS = 4
 AVAILABILITY_ZONES = 2  # the VPC spans two; the sagemaker.runtime interface endpoint has one interface in each
+# The web ACL's rules (dogbreeds_stacks/api.py): the per-IP rate limit and three AWS managed rule groups, which
+# AWS WAF bills as one rule each (these three carry no subscription fee of their own).
+WAF_RULES = 4
+# X-Ray's default sampling rule: the first request each second, then 5% of the others.
+XRAY_RESERVOIR_PER_SECOND = 1
+XRAY_FIXED_RATE = 0.05
 
 
 class PriceError(KeyError):
@@ -42,6 +51,7 @@ class Usage:
     lambda_ms: float = 300.0
     image_kb: float = 150.0
     url_share: float = 0.5
+    access_log_bytes: float = 700.0
 
 
 @dataclass(frozen=True)
@@ -58,14 +68,15 @@ class Estimate:
     per_million: list[Line]
     training_per_hour: list[Line]
     prices: dict
+    notes: list[str] = field(default_factory=list)
 
     @property
     def monthly_total(self) -> tuple[float, float]:
         return sum(line.low for line in self.monthly), sum(line.high for line in self.monthly)
 
     @property
-    def per_million_total(self) -> float:
-        return sum(line.low for line in self.per_million)
+    def per_million_total(self) -> tuple[float, float]:
+        return sum(line.low for line in self.per_million), sum(line.high for line in self.per_million)
 
 
 def load_prices(path: Path = PRICES) -> dict:
@@ -82,11 +93,18 @@ def _price(prices: dict, table: str, instance_type: str) -> float:
 
 
 def estimate(s: Settings, prices: dict, usage: Usage = Usage()) -> Estimate:
+    notes = []
+    if s.api_auth == "cognito":
+        notes.append(
+            "api_auth=cognito: Amazon Cognito bills machine-to-machine app clients and token requests; they are not "
+            "in the table (see aws.amazon.com/cognito/pricing)."
+        )
     return Estimate(
-        monthly=monthly_lines(s, prices, usage),
-        per_million=per_million_lines(s, prices, usage),
+        monthly=monthly_lines(s, prices, usage) + api_monthly_lines(s, prices),
+        per_million=per_million_lines(s, prices, usage) + api_per_million_lines(s, prices, usage),
         training_per_hour=training_lines(s, prices),
         prices=prices,
+        notes=notes,
     )
 
 
@@ -178,6 +196,49 @@ def per_million_lines(s: Settings, prices: dict, usage: Usage) -> list[Line]:
     ]
 
 
+def api_monthly_lines(s: Settings, prices: dict) -> list[Line]:
+    """The REST API has no monthly charge; its optional web ACL has."""
+    if not s.api_waf:
+        return []
+    waf = prices["waf"]
+    return [
+        _flat(
+            "WAF web ACL",
+            f"1 web ACL (${waf['web_acl_per_month']:g}), {WAF_RULES} rules (${waf['rule_per_month']:g} each): "
+            "per-IP rate limit, 3 AWS managed rule groups",
+            waf["web_acl_per_month"] + WAF_RULES * waf["rule_per_month"],
+        )
+    ]
+
+
+def api_per_million_lines(s: Settings, prices: dict, usage: Usage) -> list[Line]:
+    """Each prediction is a request to the REST API: its price, its access-log line, its trace, and WAF's look."""
+    api, logs, xray = prices["api_gateway"], prices["cloudwatch_logs"], prices["xray"]
+    traces = xray["traces_recorded_per_million"]
+    lines = [
+        _flat(
+            "API Gateway requests",
+            f"REST API, ${api['rest_requests_per_million']:g} per million ({api['rest_requests_tier']})",
+            api["rest_requests_per_million"],
+        ),
+        _flat(
+            "API access logs",
+            f"{usage.access_log_bytes:.0f} bytes a request into CloudWatch Logs",
+            usage.access_log_bytes / 1000 * logs["ingestion_per_gb"],  # bytes x a million = that many kilobytes
+        ),
+        Line(
+            "X-Ray traces",
+            f"one trace per sampled request (API and Lambda): {XRAY_FIXED_RATE:.0%} when busy, all of them below "
+            f"{XRAY_RESERVOIR_PER_SECOND} request a second (the default rule's reservoir)",
+            XRAY_FIXED_RATE * traces,
+            traces,
+        ),
+    ]
+    if s.api_waf:
+        lines.append(_flat("WAF requests", "every request is inspected", prices["waf"]["requests_per_million"]))
+    return lines
+
+
 def training_lines(s: Settings, prices: dict) -> list[Line]:
     """Training is billed per run: what an hour of each kind of job costs."""
     final = _price(prices, "sagemaker_training_per_hour", s.training_instance_type)
@@ -196,15 +257,25 @@ def training_lines(s: Settings, prices: dict) -> list[Line]:
     ]
 
 
-def render(e: Estimate) -> str:
+def render(e: Estimate, region_note: str | None = None) -> str:
     p = e.prices
-    out = [f"Prices: {p['region']}, {p['currency']}, as of {p['as_of']} ({PRICES.name})", "", "Per month"]
+    out = [f"Prices: {p['region']}, {p['currency']}, as of {p['as_of']} ({PRICES.name})"]
+    dated = sorted({section["as_of"] for section in p.values() if isinstance(section, dict) and "as_of" in section})
+    if dated:
+        out.append(f"  API Gateway, WAF, CloudWatch Logs and X-Ray prices as of {', '.join(dated)}")
+    out.append(f"  The table covers {p['region']} only; other regions' prices differ.")
+    if region_note:
+        out.append(f"  {region_note}")
+    out += ["", "Per month"]
     out += [f"  {line.item:<34} {_range(line):>22}   {line.detail}" for line in e.monthly]
     low, high = e.monthly_total
     out += [f"  {'Total':<34} {_range(Line('', '', low, high)):>22}", "", "Per million predictions"]
     out += [f"  {line.item:<34} {_range(line):>22}   {line.detail}" for line in e.per_million]
-    out += [f"  {'Total':<34} {_money(e.per_million_total):>22}", "", "Training, per hour of a running job"]
+    low, high = e.per_million_total
+    out += [f"  {'Total':<34} {_range(Line('', '', low, high)):>22}", "", "Training, per hour of a running job"]
     out += [f"  {line.item:<34} {_range(line):>22}   {line.detail}" for line in e.training_per_hour]
+    if e.notes:
+        out += ["", *(f"Note: {note}" for note in e.notes)]
     return "\n".join(out)
 
 
@@ -225,11 +296,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=type(default), default=default, help=f"usage assumption (default: {default})")
 
 
+def region_check(prices: dict, asked: str | None, environment: dict[str, str]) -> str | None:
+    """Refuse --region for a region the table lacks; a note when the environment names one."""
+    covered = prices["region"]
+    if asked and asked != covered:
+        raise UsageError(
+            f"--region {asked}: {PRICES.name} has {covered} prices only (as of {prices['as_of']}), and prices differ "
+            f"by region; run without --region for {covered}'s, or add {asked}'s prices to the table."
+        )
+    configured = environment.get("AWS_REGION") or environment.get("AWS_DEFAULT_REGION")
+    if not asked and configured and configured != covered:
+        return f"These are {covered}'s prices, not those of {configured} (AWS_REGION): {PRICES.name} has no others."
+    return None
+
+
 def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     del aws  # prices come from the table, not from AWS
     usage = Usage(**{name: getattr(args, name) for name in Usage().__dict__})
+    prices = load_prices()
+    note = region_check(prices, getattr(args, "region", None), dict(os.environ))
     try:
-        print(render(estimate(config.settings, load_prices(), usage)))
+        print(render(estimate(config.settings, prices, usage), note))
     except PriceError as err:
         raise UsageError(str(err)) from None
     return 0

@@ -98,6 +98,9 @@ def normalized_assembly(assembly: Path, stacks: list[str], target: Path) -> Path
 
 
 DIFF_COUNT = re.compile(r"Number of stacks with differences: (\d+)")
+# cdk diff ends each run with that count; one run per stack would repeat it for every stack, so it is
+# replaced by one summary line for all of them.
+DIFF_COUNT_LINE = re.compile(r"^.*Number of stacks with differences: \d+[ \t]*$", re.MULTILINE)
 
 
 def diff_stack(assembly: Path, stack: str, reviewed: Path) -> StackDiff:
@@ -108,6 +111,7 @@ def diff_stack(assembly: Path, stack: str, reviewed: Path) -> StackDiff:
     counted = DIFF_COUNT.search(output)
     if counted is None or result.returncode not in (0, 1):
         raise ReviewError(f"cdk diff of {stack} failed (exit {result.returncode}):\n{output}")
+    output = DIFF_COUNT_LINE.sub("", output).strip()
     return StackDiff(stack=stack, differs=int(counted.group(1)) > 0, output=output)
 
 
@@ -136,17 +140,18 @@ def diff(context: Mapping[str, str] | None = None, reviewed_dir: Path = REVIEWED
         if gone not in stacks:
             changed.append(gone)
             report.append(f"Stack {gone}: removed from the app, but {gone}.template.json is still reviewed")
-    text = "\n\n".join(report)
-    (work_dir / "diff.txt").write_text(text + "\n")
-    print(text)
     if changed:
-        print(
-            f"\nUnreviewed infrastructure changes in: {', '.join(changed)}.\n"
+        summary = (
+            f"Unreviewed infrastructure changes in {len(changed)} of {len(set(stacks) | set(changed))} stacks: "
+            f"{', '.join(changed)}.\n"
             "Read the diff above; if it is what you meant, run `make accept` and commit reviewed-templates/."
         )
-        return 1
-    print(f"\nAll {len(stacks)} stacks match their reviewed templates.")
-    return 0
+    else:
+        summary = f"All {len(stacks)} stacks match their reviewed templates."
+    text = "\n\n".join([*report, summary])
+    (work_dir / "diff.txt").write_text(text + "\n")
+    print(text)
+    return 1 if changed else 0
 
 
 def accept(reviewed_dir: Path = REVIEWED_DIR, work_dir: Path = WORK_DIR) -> int:

@@ -2,10 +2,13 @@
 
 Events
 ------
-- direct invocation: ``{"url": "https://..."}`` or ``{"image_base64": "..."}``, optional ``"top_k"``;
-- the same JSON as the body of an API Gateway proxy event (REST v1, HTTP v2) or a function URL event,
-  the body base64-encoded when ``isBase64Encoded``; or a raw image as the body with an ``image/*``
-  (or ``application/x-image``) content type, ``top_k`` then from the query string.
+- direct invocation (the console's test event, ``aws lambda invoke``): ``{"url": "https://..."}`` or
+  ``{"image_base64": "..."}``, optional ``"top_k"``;
+- the proxy event of the REST API in front of the function (API Gateway's Lambda proxy integration,
+  payload format 1.0): the same JSON as the body, or a raw image as the body with an ``image/*``,
+  ``application/x-image`` or ``application/octet-stream`` content type (base64-encoded, with
+  ``isBase64Encoded``, as API Gateway hands over its binary media types), ``top_k`` then from the query
+  string. The app deploys no HTTP API or function URL: their events (payload format 2.0) are refused.
 
 ``top_k`` (1 up to the model's number of classes, which the endpoint checks) reaches the endpoint as
 ``CustomAttributes: top_k=N``; without it, the endpoint's own default (its ``TOP_K``, capped at its
@@ -37,15 +40,18 @@ Environment
 ``ENDPOINT_NAME`` (required), ``MAX_IMAGE_BYTES`` (default 4 MiB), ``ALLOW_HTTP_URLS``
 (``true``/``false``), ``FETCH_TIMEOUT_SECONDS`` (default 5; also the whole fetch's deadline),
 ``ENDPOINT_TIMEOUT_SECONDS`` (read timeout of one endpoint call, default 7), ``ENDPOINT_MAX_ATTEMPTS``
-(default 3, the first call included; see "Retries"), ``LOG_LEVEL`` (default INFO) and, for the local demo
-only, ``LOCAL_MODE_ALLOW_LOOPBACK=true`` (the fetch may then reach 127.0.0.0/8 and ::1). The boto3
-client honours ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``.
+(default 3, the first call included; see "Retries"), ``API_TIMEOUT_SECONDS`` (how long API Gateway waits
+for the function: for a proxy event, a retry that would end later is not started, so that the client gets
+the function's answer rather than the gateway's timeout; unset: no such limit), ``LOG_LEVEL`` (default INFO)
+and, for the local demo only, ``LOCAL_MODE_ALLOW_LOOPBACK=true`` (the fetch may then reach 127.0.0.0/8 and
+::1). The boto3 client honours ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import os
@@ -70,6 +76,8 @@ if TYPE_CHECKING:
     import ssl
 
 IMAGE_CONTENT_TYPE = "application/x-image"
+# Content types of a raw image body, besides image/*.
+RAW_IMAGE_TYPES = (IMAGE_CONTENT_TYPE, "application/octet-stream")
 EVENT_SHAPES = '{"url": "https://..."} or {"image_base64": "<base64>"}, with an optional "top_k"'
 MAX_TOP_K = 10_000  # a sanity bound for the header; the endpoint checks the real one (its classes)
 RETRY_AFTER_SECONDS = "2"
@@ -121,6 +129,7 @@ class Settings:
     allow_loopback: bool = False
     endpoint_timeout: float = 7.0
     endpoint_attempts: int = 3
+    api_timeout: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -135,6 +144,7 @@ class Settings:
             allow_loopback=_env_flag(env, "LOCAL_MODE_ALLOW_LOOPBACK"),
             endpoint_timeout=_env_number(env, "ENDPOINT_TIMEOUT_SECONDS", cls.endpoint_timeout, float),
             endpoint_attempts=_env_number(env, "ENDPOINT_MAX_ATTEMPTS", cls.endpoint_attempts, int),
+            api_timeout=_env_number(env, "API_TIMEOUT_SECONDS", None, float),
         )
 
 
@@ -166,12 +176,13 @@ class Request:
     url: str | None = None
     image: bytes | None = None
     top_k: int | None = None
+    received_at: float | None = None  # proxy events: when API Gateway received the request (epoch seconds)
 
 
 def parse_event(event: object, settings: Settings) -> Request:
-    """The request in ``event`` (direct, or an API Gateway / function URL proxy event), validated: the one
-    boundary of the event's shape, where anything wrong with it becomes a ``BadRequest`` (or one of the
-    fetch's refusals: too large, not an image)."""
+    """The request in ``event`` (direct, or a REST API proxy event), validated: the one boundary of the event's
+    shape, where anything wrong with it becomes a ``BadRequest`` (or one of the fetch's refusals: too large,
+    not an image)."""
     try:
         return _parse_event(event, settings)
     except (BadRequest, fetch.FetchError):
@@ -183,8 +194,19 @@ def parse_event(event: object, settings: Settings) -> Request:
 def _parse_event(event: object, settings: Settings) -> Request:
     if not isinstance(event, dict):
         raise BadRequest(f"the event must be a JSON object: send {EVENT_SHAPES}")
+    if _is_version_2(event):
+        raise BadRequest(
+            "HTTP API and function URL events (payload format 2.0) are not accepted: this function is called "
+            f"through a REST API, or directly with {EVENT_SHAPES}"
+        )
     if not _is_proxy(event):
         return _from_payload(event, settings)
+    return _from_proxy(event, settings)
+
+
+def _from_proxy(event: dict, settings: Settings) -> Request:
+    """The request in a REST API proxy event: the body, as API Gateway passes it with binary media types."""
+    received_at = _received_at(event.get("requestContext"))
     headers = {key.lower(): value for key, value in _strings("headers", event.get("headers")).items()}
     query = _strings("queryStringParameters", event.get("queryStringParameters"))
     body = event.get("body")
@@ -194,9 +216,10 @@ def _parse_event(event: object, settings: Settings) -> Request:
         raise BadRequest(f"the request body must be text: send {EVENT_SHAPES}")
     media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     encoded = bool(event.get("isBase64Encoded"))
-    if media_type.startswith("image/") or media_type == IMAGE_CONTENT_TYPE:
+    if media_type.startswith("image/") or media_type in RAW_IMAGE_TYPES:
         data = _base64_bytes("the request body", body, settings.max_image_bytes) if encoded else _utf8(body)
-        return Request(source="body", image=_image_bytes("the request body", data, settings), top_k=_top_k(query))
+        image = _image_bytes("the request body", data, settings)
+        return Request(source="body", image=image, top_k=_top_k(query), received_at=received_at)
     limit = settings.max_image_bytes * _JSON_BODY_LIMIT_FACTOR
     raw = _base64_bytes("the request body", body, limit) if encoded else body
     try:
@@ -207,7 +230,16 @@ def _parse_event(event: object, settings: Settings) -> Request:
         raise BadRequest(f"the request body is not valid JSON ({fetch.reason(err)}): send {EVENT_SHAPES}") from err
     if not isinstance(payload, dict):
         raise BadRequest(f"the request body must be a JSON object: send {EVENT_SHAPES}")
-    return _from_payload({"top_k": query.get("top_k"), **payload}, settings)
+    request = _from_payload({"top_k": query.get("top_k"), **payload}, settings)
+    return dataclasses.replace(request, received_at=received_at)
+
+
+def _received_at(context: object) -> float:
+    """When API Gateway received the request (its ``requestTimeEpoch``, in ms), else now, in epoch seconds."""
+    epoch_ms = context.get("requestTimeEpoch") if isinstance(context, dict) else None
+    if isinstance(epoch_ms, int) and not isinstance(epoch_ms, bool) and 0 < epoch_ms < 10**14:
+        return epoch_ms / 1000
+    return time.time()
 
 
 def _strings(name: str, value: object) -> dict[str, str]:
@@ -231,9 +263,13 @@ def _utf8(text: str) -> bytes:
 
 
 def _is_proxy(event: dict) -> bool:
-    if any(key in event for key in ("requestContext", "httpMethod", "routeKey", "rawPath")):
-        return True
-    return "body" in event and "url" not in event and "image_base64" not in event
+    """A REST API proxy event (payload format 1.0) has these; a direct event has url or image_base64."""
+    return "requestContext" in event or "httpMethod" in event
+
+
+def _is_version_2(event: dict) -> bool:
+    """An HTTP API or function URL event (payload format 2.0)."""
+    return event.get("version") == "2.0" or "routeKey" in event or "rawPath" in event
 
 
 def _from_payload(payload: dict, settings: Settings) -> Request:
@@ -319,7 +355,7 @@ def handle(
         settings = settings or default_settings()
         request = parse_event(event, settings)
         image, fetch_ms = _image(request, settings, resolver, tls)
-        deadline = _lambda_deadline(context)
+        deadline = _deadline(context, request, settings)
         answer, endpoint_ms = invoke(client or default_client(settings), settings, image, request.top_k, deadline)
     except Exception as err:
         return _error_response(err, request_id, started)
@@ -444,6 +480,20 @@ def _lambda_deadline(context: Any) -> float | None:
     """When the Lambda's time runs out, in ``time.monotonic()`` seconds; None where the context does not say."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     return time.monotonic() + remaining() / 1000 if callable(remaining) else None
+
+
+def _api_deadline(request: Request, settings: Settings) -> float | None:
+    """When API Gateway stops waiting for this request (proxy events), in ``time.monotonic()`` seconds."""
+    if request.received_at is None or settings.api_timeout is None:
+        return None
+    waited = min(max(0.0, time.time() - request.received_at), settings.api_timeout)
+    return time.monotonic() + settings.api_timeout - waited
+
+
+def _deadline(context: Any, request: Request, settings: Settings) -> float | None:
+    """The earlier of the Lambda's own deadline and API Gateway's; None when neither applies."""
+    deadlines = [d for d in (_lambda_deadline(context), _api_deadline(request, settings)) if d is not None]
+    return min(deadlines) if deadlines else None
 
 
 def default_settings() -> Settings:

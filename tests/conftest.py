@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import os
+
+# As in app.py: no jsii Node.js 20 end-of-life banner, in this process (set before anything imports aws_cdk)
+# or in the synths and CDK CLI runs the tests start.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
 import pytest
 
-from stacks.settings import Settings, defaults
+from dogbreeds_stacks.settings import Settings, defaults
 from tests.synth import Assembly, synthesize
 
 # The loopback SageMaker runtime with a fake model (tests/lambda_src and tests/local use it).

@@ -10,8 +10,8 @@ from typing import Any
 
 import aws_cdk as cdk
 
-from stacks.composition import AppStacks, build
-from stacks.settings import Settings, cdk_json_context
+from dogbreeds_stacks.composition import AppStacks, build
+from dogbreeds_stacks.settings import Settings, cdk_json_context
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 from aws_cdk import App, Stack
 from aws_cdk import aws_s3 as s3
 
-from stacks.nag import AUDIT_CONTEXT_KEY, acknowledge
+from dogbreeds_stacks.nag import AUDIT_CONTEXT_KEY, acknowledge
 from tests.synth import make_app, synthesize
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
@@ -25,8 +25,8 @@ def test_whole_app_synthesizes_with_no_unacknowledged_nag_finding(assembly):
 
 
 def test_nag_gate_fails_the_synth_on_a_non_compliant_resource(tmp_path):
-    from stacks.composition import build
-    from stacks.settings import Settings
+    from dogbreeds_stacks.composition import build
+    from dogbreeds_stacks.settings import Settings
 
     app = make_app(tmp_path)
     stacks = build(app, Settings.from_context(app.node.get_all_context()))

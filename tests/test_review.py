@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -57,21 +58,26 @@ def test_committed_templates_are_normalized():
 def test_a_changed_setting_fails_the_diff_and_names_the_stack(tmp_path, capsys):
     """Also: a stack without a reviewed template, and a reviewed template without a stack, both fail."""
     reviewed = tmp_path / "reviewed"
-    shutil.copytree(review.REVIEWED_DIR, reviewed)
+    # Reviewed: the app as it is now (not the committed templates, which a change in progress may be ahead of).
+    review.accept(reviewed_dir=reviewed, work_dir=tmp_path / "accept")
+    capsys.readouterr()
     (reviewed / "dogbreeds-notebook.template.json").unlink()
     shutil.copy(reviewed / "dogbreeds-endpoint.template.json", reviewed / "dogbreeds-retired.template.json")
 
-    status = review.diff(context={"endpoint_max_capacity": "5"}, reviewed_dir=reviewed, work_dir=tmp_path / "work")
+    status = review.diff(
+        context={"endpoint_scale_in_cooldown_seconds": "120"}, reviewed_dir=reviewed, work_dir=tmp_path / "work"
+    )
 
     assert status == 1
     out = capsys.readouterr().out
-    summary = out.rsplit("Unreviewed infrastructure changes in: ", 1)[1].split(".\n", 1)[0]
+    (summary,) = re.findall(r"^Unreviewed infrastructure changes in 3 of 7 stacks: (.*)\.$", out, re.MULTILINE)
     assert sorted(summary.split(", ")) == ["dogbreeds-endpoint", "dogbreeds-notebook", "dogbreeds-retired"]
     scaling = out.split("Stack dogbreeds-endpoint", 1)[1].split("Stack ", 1)[0]
-    assert "MaxCapacity" in scaling and "[-] 3" in scaling and "[+] 5" in scaling
+    assert "ScaleInCooldown" in scaling and "[-] 60" in scaling and "[+] 120" in scaling
     assert "Stack dogbreeds-notebook: new, no reviewed template" in out
     assert "Stack dogbreeds-retired: removed from the app" in out
-    assert (tmp_path / "work" / "diff.txt").read_text().startswith("Stack ")
+    assert "Number of stacks with differences" not in out, "one summary line, not cdk diff's count per stack"
+    assert (tmp_path / "work" / "diff.txt").read_text() == out, "the file keeps all of it"
 
 
 def test_synth_errors_are_reported_not_mistaken_for_a_diff(tmp_path):

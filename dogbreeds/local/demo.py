@@ -14,11 +14,17 @@
    server, is a stand-in) behind a loopback SageMaker runtime, called once with a plain boto3 client;
 6. Lambda: the real handler in its own process, with the invoker stack's environment (the settings:
    cdk.json, then ``-c``), called with ``{"url": ...}`` (an image on a loopback web server) and
-   ``{"image_base64": ...}``.
+   ``{"image_base64": ...}``;
+7. REST API: a loopback front with the API's shape (``POST /v1/predict``, dogbreeds/local/apigateway.py) in
+   front of that function: it checks SigV4 signatures (fake local credentials) with botocore's signer, the
+   stage's throttle and the request model, and hands the function API Gateway's proxy events; called as
+   ``dogbreeds predict`` calls the API (its signing and request code) with the photo's raw bytes and with a
+   URL, then unsigned and wrongly signed (403). ``--serve`` keeps it running afterwards, for ``curl
+   --aws-sigv4`` and ``dogbreeds predict --api-url``, until Ctrl-C.
 
 Everything happens in a temporary folder, removed at the end unless ``--keep DIR``; every server and
-child process is stopped, also after a failure or Ctrl-C. Exit status: 0, 1 when a step failed (the
-message says which and why), 2 for a wrong option or setting, 130 when interrupted.
+child process is stopped, also after a failure or Ctrl-C. Exit status: 0 (also when Ctrl-C ends ``--serve``),
+1 when a step failed (the message says which and why), 2 for a wrong option or setting, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -44,8 +50,8 @@ from typing import Any, TextIO
 from dogbreeds.local import training_job
 from dogbreeds.local.imagesets import DEFAULT_SIZE, SPLITS, image_for_class, make_image_set
 from dogbreeds.local.packaging import deploy_model, package_model
-from stacks.contract import lambda_environment, model_environment, training_hyperparameters
-from stacks.settings import Settings, SettingsError
+from dogbreeds_stacks.contract import lambda_environment, model_environment, training_hyperparameters
+from dogbreeds_stacks.settings import Settings, SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
 LAMBDA_SOURCE = REPO / "lambda_src"
@@ -60,7 +66,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-STEPS = 6
+STEPS = 7
 # What local mode changes in the function's environment: the image server is plain HTTP on loopback.
 LOCAL_MODE_ENVIRONMENT = {"ALLOW_HTTP_URLS": "true", "LOCAL_MODE_ALLOW_LOOPBACK": "true"}
 
@@ -115,6 +121,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "(default: a temporary folder, removed at the end)",
     )
     parser.add_argument("--verbose", action="store_true", help="print the training toolkit's whole log")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the last step, keep the local REST API (and the function, model and image server behind it) "
+        "running until Ctrl-C, and print a curl --aws-sigv4 and a dogbreeds predict command for it (default: stop)",
+    )
     return parser
 
 
@@ -349,8 +361,14 @@ def run(args: argparse.Namespace, settings: Settings, work: Path, console: Conso
     console.step_done()
 
     console.step("Lambda handler: the original test event's shape, then image bytes")
-    call_lambda(runtime_url, photo, settings, work, console, cleanup)
+    function, files = call_lambda(runtime_url, photo, settings, work, console, cleanup)
     console.step_done()
+
+    console.step("REST API: a loopback front with the API's shape, called as dogbreeds predict calls it")
+    front = call_api(function, files.url_of(photo.path.name), photo, settings, console, cleanup)
+    console.step_done()
+    if args.serve:
+        serve_until_interrupted(front, photo, settings, console)
 
 
 # 1. Templates ----------------------------------------------------------------------------------------
@@ -670,7 +688,8 @@ def call_lambda(
     work: Path,
     console: Console,
     cleanup: Cleanup,
-) -> None:
+) -> tuple[Any, Any]:
+    """The function's process and the image web server, both left running for the API's step."""
     from dogbreeds.local.fileserver import FileServer
     from dogbreeds.local.lambda_host import LambdaError, LambdaFunction
 
@@ -709,6 +728,7 @@ def call_lambda(
         console.detail(f"event {shown}")
         call = "cold start: the handler module imported" if number == 0 else "warm"
         show_lambda_response(response, f"{milliseconds:.0f} ms, {call}", photo, console, function.log_text)
+    return function, files
 
 
 def show_lambda_response(response: Any, duration: str, photo: Photo, console: Console, log: Callable[[], str]) -> None:
@@ -725,6 +745,100 @@ def show_lambda_response(response: Any, duration: str, photo: Photo, console: Co
     parts = ", ".join(f"{name} {value:.0f} ms" for name, value in latency.items() if isinstance(value, int | float))
     console.detail(f"  -> {status} in {duration}; the handler's latency_ms: {parts or 'not given'}")
     show_predictions(body["predictions"], photo, console)
+
+
+# 7. REST API -----------------------------------------------------------------------------------------
+
+
+def call_api(
+    function: Any, image_url: str, photo: Photo, settings: Settings, console: Console, cleanup: Cleanup
+) -> Any:
+    """Start the local REST API in front of ``function`` and call it as ``dogbreeds predict`` does; the front."""
+    from botocore.credentials import Credentials
+
+    from dogbreeds.local.apigateway import LOCAL_ACCESS_KEY, LOCAL_CREDENTIALS, LOCAL_SECRET_KEY, LocalRestApi
+    from dogbreeds.ops import predict
+    from dogbreeds.ops.errors import OpsError
+
+    def log_tail() -> str:
+        return function.log_text()[-3000:]
+
+    front = LocalRestApi(function.invoke, settings, region=REGION).start()
+    cleanup.add("stopped the local REST API", front.stop)
+    console.detail(f"POST {front.predict_url} (the invoker stack's PredictUrl output, on loopback)")
+    console.detail(
+        f"IAM authorization: SigV4 for execute-api in {REGION}, checked with botocore's signer against the local key "
+        f"{LOCAL_ACCESS_KEY}; throttle {settings.api_rate_limit}/s, burst {settings.api_burst_limit}; the request "
+        "model for JSON; binary media types for raw images"
+    )
+    if settings.api_auth != "iam":
+        console.detail(
+            f"(api_auth={settings.api_auth} is not emulated locally: the front checks SigV4, as api_auth=iam)"
+        )
+    signer = predict.SigV4Signer(LOCAL_CREDENTIALS, REGION)
+    max_bytes = settings.lambda_max_image_mb * 1024 * 1024
+    data = photo.path.read_bytes()
+    for shown, source in (
+        (f"the photo's raw bytes ({len(data)} bytes, {predict.media_type_of(data)})", str(photo.path)),
+        (image_url, image_url),
+    ):
+        started = time.perf_counter()
+        try:
+            body = predict.via_api(front.predict_url, source, None, max_bytes, signer)
+        except OpsError as error:
+            raise StepFailed(f"the API answered: {error}\nthe function's log:\n{log_tail()}") from None
+        milliseconds = (time.perf_counter() - started) * 1000
+        console.detail(f"signed, {shown} -> 200 in {milliseconds:.0f} ms")
+        if source == str(photo.path):
+            show_predictions(body["predictions"], photo, console)
+    unsigned = predict.api_request(front.predict_url, str(photo.path), None, max_bytes)
+    wrong = predict.SigV4Signer(Credentials(LOCAL_ACCESS_KEY, "not-" + LOCAL_SECRET_KEY), REGION)
+    for shown, request in (("unsigned", unsigned), ("signed with a wrong secret", wrong(unsigned))):
+        answer = predict.call_api(request, timeout=30)
+        if answer.status != 403:
+            raise StepFailed(f"the local API answered {answer.status} to a request {shown}, not 403")
+        console.detail(f"{shown} -> {answer.status} {answer.json().get('error')}")
+    console.detail(
+        f"access log: {len(front.access_log)} entries with the stage's fields, the last: "
+        + json.dumps({k: v for k, v in front.access_log[-1].items() if v is not None})
+    )
+    return front
+
+
+def api_commands(front: Any, photo: Photo, settings: Settings) -> list[str]:
+    """A curl --aws-sigv4 and a dogbreeds predict command that call the local API as a client would."""
+    import shlex
+
+    from dogbreeds.local.apigateway import LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY
+    from dogbreeds.ops.predict import media_type_of
+
+    curl = [
+        "curl",
+        "--aws-sigv4",
+        f"aws:amz:{REGION}:execute-api",
+        "--user",
+        f"{LOCAL_ACCESS_KEY}:{LOCAL_SECRET_KEY}",
+        "-H",
+        f"Content-Type: {media_type_of(photo.path.read_bytes())}",
+        "--data-binary",
+        f"@{photo.path}",
+        front.predict_url + "?top_k=3",
+    ]
+    cli = ["dogbreeds", "--region", REGION, *(["-c", "api_auth=iam"] if settings.api_auth != "iam" else [])]
+    cli += ["predict", "--api-url", front.predict_url, str(photo.path)]
+    keys = f"AWS_ACCESS_KEY_ID={LOCAL_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={LOCAL_SECRET_KEY}"
+    return [shlex.join(curl), f"{keys} {shlex.join(cli)}"]
+
+
+def serve_until_interrupted(front: Any, photo: Photo, settings: Settings, console: Console) -> None:
+    """Keep everything running for other clients until Ctrl-C (or SIGTERM), which ends the demo normally."""
+    console.say("Serving the local REST API until Ctrl-C; from another shell:")
+    for command in api_commands(front, photo, settings):
+        console.detail(command)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        console.say("stopping")
 
 
 def _interrupt_on_sigterm() -> None:

@@ -12,15 +12,15 @@ import json
 import re
 import socket
 import sys
-import threading
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import NamedTuple
 from urllib.parse import unquote
+
+from dogbreeds.local.loopback import LoopbackServer
 
 ACCOUNT_ID = "123456789012"
 DEFAULT_REGION = "us-east-1"
@@ -90,12 +90,15 @@ class _Answer(NamedTuple):
     body: bytes
 
 
-class RuntimeServer:
+class RuntimeServer(LoopbackServer):
     """InvokeEndpoint on a loopback port, served by ``backends`` (endpoint name -> backend).
 
     A ``ThreadingHTTPServer`` in a daemon thread; ``url`` is valid after ``start()``. ``backends`` is
     read on every request, so a mutable mapping may gain or lose endpoints while the server runs.
     """
+
+    thread_name = "sagemaker-runtime"
+    poll_interval = 0.05
 
     def __init__(self, backends: Mapping[str, Backend], *, host: str = "127.0.0.1", port: int = 0) -> None:
         if not _is_loopback(host):
@@ -104,41 +107,15 @@ class RuntimeServer:
         self.host = host
         self.port = port
         self.url = ""
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    def start(self) -> RuntimeServer:
-        if self._server is not None:
-            return self
+    def make_server(self) -> ThreadingHTTPServer:
         server_class = _IPv6Server if ":" in self.host else _Server
         server = server_class((self.host, self.port), _handler_for(self))
         host, port = server.server_address[:2]
         self.port = port
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"sagemaker-runtime:{port}", daemon=True
-        )
-        self._server = server
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join()
-
-    def __enter__(self) -> RuntimeServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        return server
 
     def answer(self, path: str, headers: Mapping[str, str], body: bytes | None) -> _Answer:
         """The service's answer to ``POST path``; ``body`` is None when it was over the limit (not read)."""

@@ -42,7 +42,7 @@ CHANNEL_CONFIG = {"TrainingInputMode": "File", "S3DistributionType": "FullyRepli
 # Variables of a SageMaker job or a torchrun launch that must not leak from this process into the job.
 _LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _BUILD_CODE_ARCHIVE = (
-    "import sys; from pathlib import Path; from stacks.constructs.code_asset import build_code_archive; "
+    "import sys; from pathlib import Path; from dogbreeds_stacks.constructs.code_asset import build_code_archive; "
     "print(build_code_archive(build_dir=Path(sys.argv[1])))"
 )
 

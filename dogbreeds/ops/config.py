@@ -1,4 +1,5 @@
-"""The settings a command runs with: ``stacks.settings``' reader (cdk.json, then ``-c``), and the ``-c`` items.
+"""The settings a command runs with: ``dogbreeds_stacks.settings``' reader (cdk.json, then ``-c``), and the
+``-c`` items.
 
 The CLI reads the settings as ``cdk synth`` does, with the app's own reader and validation; it keeps the
 ``-c`` items as typed, so that the ``npx cdk`` commands it prints carry them.
@@ -12,11 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dogbreeds.ops.errors import UsageError
-from stacks.names import Names
-from stacks.settings import CDK_JSON, Settings
+from dogbreeds_stacks.contract import CHECKOUT
+from dogbreeds_stacks.names import Names
+from dogbreeds_stacks.settings import CDK_JSON, Settings
 
-# The checkout the CLI belongs to: cdk.json, training/, and where `npx cdk` runs.
-REPO_ROOT = CDK_JSON.parent
+# The checkout the CLI belongs to, where `npx cdk` runs; None for a wheel installed away from it (its settings'
+# defaults and training/'s modules are the copies the wheel carries).
+REPO_ROOT = CHECKOUT
+
+
+def require_checkout(command: str, why: str) -> Path:
+    """The checkout, for a command that needs it; a UsageError that says so where the CLI has none."""
+    if REPO_ROOT is None:
+        raise UsageError(
+            f"{command} {why}, which needs the app's checkout: this dogbreeds is installed from a wheel. "
+            "Run it from a clone of the repository (make setup, or pip install -e . there)."
+        )
+    return REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -28,7 +41,7 @@ class Config:
 
     @classmethod
     def load(cls, overrides: Sequence[str] = ()) -> Config:
-        """cdk.json's defaults with ``KEY=VALUE`` overrides; raises ``stacks.settings.SettingsError``."""
+        """cdk.json's defaults with ``KEY=VALUE`` overrides; raises ``dogbreeds_stacks.settings.SettingsError``."""
         try:
             return cls(Settings.load(overrides), tuple(overrides))
         except FileNotFoundError as err:

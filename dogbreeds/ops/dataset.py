@@ -3,17 +3,21 @@
 Download the archive (resumable, cached), check it is a zip, extract it, check the layout that
 train.py checks (train/, valid/ and test/ with the same class folders, none empty), upload what is not
 in S3 yet (same key and size: skipped; the bucket encrypts with its KMS key by default), then compare
-each split's count with S3's own listing.
+each split's count with S3's own listing. ``--json`` prints the result as one JSON object on stdout (what
+it does on the way goes to stderr), also when the check fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import sys
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -24,7 +28,7 @@ from dogbreeds.ops.config import Config
 from dogbreeds.ops.download import check_url, download
 from dogbreeds.ops.errors import OpsError, UsageError
 from dogbreeds.ops.progress import Progress, human_bytes
-from stacks.contract import PREFIXES
+from dogbreeds_stacks.contract import PREFIXES
 
 DATASET_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
 ARCHIVE_NAME = "dogImages.zip"
@@ -291,11 +295,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also delete objects under the dataset prefix that are not in the local data set (default: keep)",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as one JSON object (the progress goes to stderr)"
+    )
 
 
 def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if not args.json:
+        return upload(args, config, aws, None)
+    answer: dict = {}
+    try:
+        with redirect_stdout(sys.stderr):  # stdout holds the JSON alone
+            return upload(args, config, aws, answer)
+    finally:
+        if answer:
+            print(json.dumps(answer, indent=2), flush=True)
+
+
+def upload(args: argparse.Namespace, config: Config, aws: Aws, answer: dict | None) -> int:
+    """The command; ``answer``, when given, is filled with the result as it is known (for --json)."""
+    answer = {} if answer is None else answer
     stacks = Stacks(aws, config)
     # Find the bucket first: no point in downloading a gigabyte for a stack that is not there.
     bucket = stacks.output("foundation", "ArtifactBucketName")
@@ -316,6 +337,23 @@ def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     print(f"Uploaded {result.uploaded} files ({human_bytes(result.uploaded_bytes)}); skipped {result.skipped}")
 
     checks = verify(s3, bucket, PREFIXES.datasets, dataset)
+    answer.update(
+        {
+            "bucket": bucket,
+            "prefix": PREFIXES.datasets,
+            "source": str(root),
+            "classes": len(dataset.classes),
+            "uploaded": result.uploaded,
+            "uploaded_bytes": result.uploaded_bytes,
+            "skipped": result.skipped,
+            "deleted": result.deleted,
+            "splits": [
+                {"split": c.split, "local": c.local, "in_s3": c.remote, "missing_in_s3": c.missing, "ok": c.ok}
+                for c in checks
+            ],
+            "ok": all(c.ok for c in checks),
+        }
+    )
     print(f"Checked against the listing of s3://{bucket}/{PREFIXES.datasets}:")
     print(f"  {'split':<6} {'local':>7} {'in S3':>7}")
     for c in checks:

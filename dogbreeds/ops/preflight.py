@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from dogbreeds.ops.aws import Aws
 from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import ACCESS_DENIED_CODES, AwsSetupError, OpsError, client_error_code
-from stacks.settings import Settings
+from dogbreeds_stacks.settings import Settings
 
 PERMISSIONS = (
     "servicequotas:ListServiceQuotas",

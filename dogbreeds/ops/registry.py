@@ -18,7 +18,7 @@ from functools import cached_property
 from dogbreeds.ops.aws import Aws, Stacks
 from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import ACCESS_DENIED_CODES, NotDeployedError, OpsError, UsageError, client_error_code
-from stacks.contract import NOT_APPROVED
+from dogbreeds_stacks.contract import NOT_APPROVED
 
 APPROVED = "Approved"
 PENDING = "PendingManualApproval"
@@ -262,9 +262,9 @@ class Registry:
     def next_deploy(self, versions: list[Version]) -> tuple[str | None, str]:
         """The package a deploy of the endpoint stack would serve (None: it would be refused), and why.
 
-        ``versions``: the group's versions, newest first, as they are now. The approval recorder (stacks/approval.py)
-        records the newest Approved version by creation time; endpoint_model_package_arn, when set, pins the
-        endpoint to one version whatever is approved.
+        ``versions``: the group's versions, newest first, as they are now. The approval recorder
+        (dogbreeds_stacks/approval.py) records the newest Approved version by creation time;
+        endpoint_model_package_arn, when set, pins the endpoint to one version whatever is approved.
         """
         pinned = self.config.settings.endpoint_model_package_arn
         if pinned:

@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass
 
 from dogbreeds.ops.aws import Aws, Stacks
-from dogbreeds.ops.config import REPO_ROOT, Config
+from dogbreeds.ops.config import Config, require_checkout
 from dogbreeds.ops.errors import OpsError, UsageError, client_error_code
-from stacks.settings import Settings, SettingsError, instance_types
+from dogbreeds_stacks.settings import Settings, SettingsError, instance_types
 
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -39,11 +39,13 @@ POLL_SECONDS = 30
 TRANSITIONAL = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
 
 sleep = time.sleep  # tests replace it
+DEPLOYS = "deploys the endpoint stack with `npx cdk deploy`"
 
 
 def run_deploy(words: list[str], env: dict[str, str]) -> int:
     """Run ``npx cdk deploy`` in the checkout, attached to this terminal; tests replace this function."""
-    return subprocess.run(words, cwd=REPO_ROOT, env=env, check=False).returncode  # noqa: S603 (our own words)
+    checkout = require_checkout("resize-endpoint", DEPLOYS)
+    return subprocess.run(words, cwd=checkout, env=env, check=False).returncode  # noqa: S603 (our own words)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +96,8 @@ class Scaling:
 
 
 def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
+    if not args.no_deploy:
+        require_checkout("resize-endpoint", DEPLOYS)  # before any change to the endpoint's autoscaling
     s = config.settings
     # The setting was checked when the settings were read; --instance-type is checked the same way here.
     if args.instance_type is not None and args.instance_type not in instance_types("endpoint_instance_type"):

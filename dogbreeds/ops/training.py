@@ -1,11 +1,17 @@
 """``dogbreeds train``: start the training pipeline, then follow it until it ends.
 
-Following prints the state the execution is in, each SageMaker job's status and secondary status
-(the tuning job, its trials, the final training job), the metric lines the jobs write to CloudWatch
-Logs (only lines that training/metrics.py's METRIC_REGEXES match), and at the end the model package
-version the pipeline registered, its approval status and what to do next, or the execution's error and
-cause. Job names come from the execution's history (the arguments of each SageMaker task), so nothing
-here re-derives the pipeline's naming.
+Following shows, as they happen, the state the execution is in and the time since it started; each SageMaker
+job's status and secondary status (the tuning job, its trials, the final training job); and every line the jobs
+log to CloudWatch Logs, from every host's stream, prefixed by the job and the host (``--logs metrics``: only the
+lines training/metrics.py's METRIC_REGEXES match, ``--logs none``: none), as ``estimator.fit(logs="All")`` does.
+On a terminal a live status line keeps the state, the latest job status and the elapsed time in view.
+
+At the end: the tuning trials, best first (hyperparameters, objective, status, run time); the final metrics;
+metrics.json and curves.png from the final job's output, saved into ``--output-dir``/<job>/; then the model
+package version the pipeline registered, its approval status and what to do next, or the execution's error and
+cause. ``--json`` prints that end as one JSON object on stdout (what is followed goes to stderr). Job names come
+from the execution's history (the arguments of each SageMaker task), so nothing here re-derives the pipeline's
+naming.
 """
 
 from __future__ import annotations
@@ -13,27 +19,37 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import time
+import sys
+import tarfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
+from dogbreeds.ops import follow
 from dogbreeds.ops.aws import Aws, Stacks
 from dogbreeds.ops.config import Config
-from dogbreeds.ops.errors import EXIT_INTERRUPTED, OpsError, UsageError, client_error_code
+from dogbreeds.ops.errors import EXIT_INTERRUPTED, OpsError, UsageError, from_botocore
+from dogbreeds.ops.follow import TERMINAL_JOB_STATES, Display, JobLogs, not_found
 from dogbreeds.ops.registry import APPROVED, version_of
-from stacks.contract import load_metrics_module, training_hyperparameters
+from dogbreeds.ops.results import (
+    Downloaded,
+    Objective,
+    Trial,
+    download_outputs,
+    final_metrics,
+    list_trials,
+    metric_rows,
+    trials_json,
+    trials_table,
+)
+from dogbreeds_stacks.contract import load_metrics_module, training_hyperparameters
 
 HYPERPARAMETERS = training_hyperparameters().PIPELINE_HYPERPARAMETERS
 
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-TERMINAL_JOB_STATES = frozenset({"Completed", "Failed", "Stopped"})
 TERMINAL_EXECUTION_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 # The error of an execution whose model failed the quality gate (its cause names the Rejected version).
 QUALITY_GATE_FAILED = "QualityGateFailed"
-
-
-def pause(seconds: float) -> None:
-    """The wait between polls (tests replace it)."""
-    time.sleep(seconds)
+LOG_MODES = ("all", "metrics", "none")
 
 
 def metric_regexes() -> list[re.Pattern[str]]:
@@ -96,39 +112,73 @@ class Job:
     name: str
     kind: str  # "training" or "tuning"
     label: str  # how it is printed
+    trial: bool = False  # a training job its tuning job started
     status: tuple[str, ...] = ()
     terminal_seen: bool = False
-    finished: bool = False  # terminal, and its log lines fetched once more since
-    log_start: int = 0  # milliseconds: CloudWatch Logs events from here on
-    seen_events: set[str] = field(default_factory=set)
+    finished: bool = False  # terminal, and its log lines read once more since
+    described: dict | None = None  # its last Describe* answer
+    trials: list[Trial] = field(default_factory=list)  # a tuning job's, as last listed
+    logs: JobLogs | None = None
 
 
 class Follower:
-    """Polls one execution: new history events, the SageMaker jobs they started, those jobs' logs."""
+    """Polls one execution: new history events, the SageMaker jobs they started, every log stream of those jobs."""
 
-    def __init__(self, aws: Aws, execution_arn: str, *, poll_seconds: float) -> None:
+    def __init__(self, aws: Aws, execution_arn: str, *, poll_seconds: float, display: Display, logs: str) -> None:
         self.sfn = aws.client("stepfunctions")
         self.sagemaker = aws.client("sagemaker")
-        self.logs = aws.client("logs")
+        self.logs = aws.client("logs") if logs != "none" else None
+        self.metric_patterns = metric_regexes() if logs == "metrics" else None
         self.arn = execution_arn
         self.poll_seconds = poll_seconds
-        self.metric_patterns = metric_regexes()
+        self.display = display
         self.last_event_id = 0
         self.state: str | None = None
         self.jobs: dict[str, Job] = {}
+        self.execution: dict = {}
+        self.latest = ""  # the latest status line, for the live status
 
     def run(self) -> dict:
         """Follow until the execution ends; returns its DescribeExecution."""
+        self.display.status(self.status_line)
         while True:
-            execution = self.sfn.describe_execution(executionArn=self.arn)
+            self.execution = self.sfn.describe_execution(executionArn=self.arn)
             self.read_history()
             self.poll_jobs()
-            if execution["status"] in TERMINAL_EXECUTION_STATES:
+            self.display.refresh()
+            if self.execution["status"] in TERMINAL_EXECUTION_STATES:
                 # One more look: the jobs' final statuses and last log lines.
-                pause(min(self.poll_seconds, 5))
+                follow.pause(min(self.poll_seconds, 5))
                 self.poll_jobs()
-                return execution
-            pause(self.poll_seconds)
+                return self.execution
+            follow.pause(self.poll_seconds)
+
+    def elapsed(self) -> str:
+        start = self.execution.get("startDate")
+        return follow.elapsed(start, self.execution.get("stopDate")) if start else "0:00:00"
+
+    def status_line(self) -> str:
+        """The live status: the execution's status and elapsed time, its state, the latest job status."""
+        parts = [f"{self.execution.get('status', 'STARTING')} {self.elapsed()}"]
+        if self.state:
+            parts.append(self.state)
+        if self.latest:
+            parts.append(self.latest)
+        return " · ".join(parts)
+
+    def say(self, text: str) -> None:
+        self.latest = text.strip()
+        self.display.line(f"{text} ({self.elapsed()} elapsed)")
+
+    @property
+    def final_job(self) -> Job | None:
+        """The training job the execution itself started last (a retry starts one under a new name)."""
+        finals = [j for j in self.jobs.values() if j.kind == "training" and not j.trial]
+        return finals[-1] if finals else None
+
+    @property
+    def tuning_jobs(self) -> list[Job]:
+        return [j for j in self.jobs.values() if j.kind == "tuning"]
 
     # history -> states and jobs
 
@@ -147,7 +197,7 @@ class Follower:
             name = event["stateEnteredEventDetails"]["name"]
             if name != self.state:
                 self.state = name
-                print(f"state: {name}", flush=True)
+                self.say(f"state: {name}")
         elif kind == "TaskScheduled":
             details = event["taskScheduledEventDetails"]
             if details.get("resourceType") != "sagemaker":
@@ -167,7 +217,7 @@ class Follower:
         if job.name not in self.jobs:
             self.jobs[job.name] = job
 
-    # jobs -> statuses and metric lines
+    # jobs -> statuses and log lines
 
     def poll_jobs(self) -> None:
         """Each unfinished job once (trials a tuning job reveals are polled in the same round)."""
@@ -179,7 +229,7 @@ class Follower:
                 if terminal is None:  # not created yet
                     continue
                 if job.kind == "training":
-                    self.print_metric_lines(job)
+                    self.print_log_lines(job)
                 # One more round after the end, for log lines CloudWatch Logs had not ingested yet.
                 job.finished = terminal and job.terminal_seen
                 job.terminal_seen = terminal
@@ -188,9 +238,10 @@ class Follower:
         try:
             d = self.sagemaker.describe_training_job(TrainingJobName=job.name)
         except Exception as err:
-            if _not_found(err):
+            if not_found(err):
                 return None
             raise
+        job.described = d
         status = (d["TrainingJobStatus"], d.get("SecondaryStatus", ""))
         if status != job.status:
             job.status = status
@@ -201,16 +252,17 @@ class Follower:
                 line += f" - {message}"
             if d.get("FailureReason"):
                 line += f" - {d['FailureReason']}"
-            print(line, flush=True)
+            self.say(line)
         return status[0] in TERMINAL_JOB_STATES
 
     def poll_tuning(self, job: Job) -> bool | None:
         try:
             d = self.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=job.name)
         except Exception as err:
-            if _not_found(err):
+            if not_found(err):
                 return None
             raise
+        job.described = d
         counters = d.get("TrainingJobStatusCounters", {})
         failed = counters.get("NonRetryableError", 0) + counters.get("RetryableError", 0)
         summary = (
@@ -228,41 +280,22 @@ class Follower:
             line = f"{job.label}: {status[0]} ({summary}){best_text}"
             if d.get("FailureReason"):
                 line += f" - {d['FailureReason']}"
-            print(line, flush=True)
-        # Its trials are training jobs: follow each one's status and metric lines.
-        paginator = self.sagemaker.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
-        for page in paginator.paginate(HyperParameterTuningJobName=job.name):
-            for trial in page["TrainingJobSummaries"]:
-                name = trial["TrainingJobName"]
-                self.add_job(Job(name, "training", f"  trial {name}"))
+            self.say(line)
+        # Its trials are training jobs: follow each one's status and log lines.
+        job.trials = list_trials(self.sagemaker, job.name)
+        for trial in job.trials:
+            self.add_job(Job(trial.name, "training", f"  trial {trial.name}", trial=True))
         return d["HyperParameterTuningJobStatus"] in TERMINAL_JOB_STATES
 
-    def print_metric_lines(self, job: Job) -> None:
-        paginator = self.logs.get_paginator("filter_log_events")
-        pages = paginator.paginate(logGroupName=LOG_GROUP, logStreamNamePrefix=job.name, startTime=job.log_start)
-        try:
-            events = [e for page in pages for e in page.get("events", [])]
-        except Exception as err:
-            if client_error_code(err) == "ResourceNotFoundException":
-                return  # no log group or stream yet
-            raise
-        for event in sorted(events, key=lambda e: (e["timestamp"], e.get("eventId", ""))):
-            event_id = event.get("eventId") or f"{event['logStreamName']}:{event['timestamp']}:{event['message']}"
-            if event_id in job.seen_events:
+    def print_log_lines(self, job: Job) -> None:
+        if self.logs is None:
+            return
+        if job.logs is None:
+            job.logs = JobLogs(self.logs, job.name)
+        for line in job.logs.read():
+            if self.metric_patterns and not any(p.search(line.message) for p in self.metric_patterns):
                 continue
-            job.seen_events.add(event_id)
-            job.log_start = max(job.log_start, event["timestamp"])
-            message = event["message"].strip()
-            if any(p.search(message) for p in self.metric_patterns):
-                host = event["logStreamName"].rsplit("/", 1)[-1].rsplit("-", 1)[0]
-                print(f"  [{job.name} {host}] {message}", flush=True)
-
-
-def _not_found(err: Exception) -> bool:
-    code = client_error_code(err)
-    return code in {"ValidationException", "ResourceNotFound"} and (
-        code == "ResourceNotFound" or "not found" in str(err).lower() or "does not exist" in str(err).lower()
-    )
+            self.display.log(f"{job.name} {line.host}", line.stream, line.message, indent="  ")
 
 
 def failure_message(execution: dict) -> str:
@@ -279,6 +312,110 @@ def failure_message(execution: dict) -> str:
         if reason:
             cause = f"{job}: {reason}" if job else str(reason)
     return f"{error}: {cause}"
+
+
+# --- the end of a run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """What the end of a followed run shows, and ``--json`` prints."""
+
+    execution: dict
+    trials: dict[str, list[dict]] = field(default_factory=dict)  # tuning job -> trials, best first
+    metrics: dict[str, float] = field(default_factory=dict)
+    metrics_job: str | None = None
+    downloaded: Downloaded | None = None
+
+    def as_json(self) -> dict:
+        e = self.execution
+        output = json.loads(e.get("output") or "{}") if e.get("status") == "SUCCEEDED" else {}
+        started, stopped = e.get("startDate"), e.get("stopDate")
+        return {
+            "execution_arn": e.get("executionArn"),
+            "status": e.get("status"),
+            "error": e.get("error"),
+            "cause": e.get("cause"),
+            "started": _iso(started),
+            "stopped": _iso(stopped),
+            "elapsed_seconds": int((stopped - started).total_seconds()) if started and stopped else None,
+            "model_package_arn": output.get("model_package_arn"),
+            "version": version_of(output.get("model_package_arn")),
+            "approval_status": output.get("approval_status"),
+            "model_data_url": output.get("model_data_url"),
+            "training_job": output.get("training_job") or self.metrics_job,
+            "tuning_job": output.get("tuning_job") or next(iter(self.trials), None),
+            "metrics": self.metrics,
+            "trials": self.trials,
+            "downloaded": self.downloaded.as_json() if self.downloaded else None,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value else None
+
+
+def report(follower: Follower, args: argparse.Namespace, aws: Aws, display: Display) -> Report:
+    """The trials tables, the final metrics and the download, shown as they are made."""
+    execution = follower.execution
+    result = Report(execution)
+    for job in follower.tuning_jobs:
+        if not job.trials or job.described is None:
+            continue
+        objective = Objective.of(job.described)
+        best = (job.described.get("BestTrainingJob") or {}).get("TrainingJobName")
+        headers, rows = trials_table(job.trials, objective, best)
+        display.line()
+        display.table(f"Trials of tuning job {job.name}, best first ({objective.metric}):", headers, rows)
+        result.trials[job.name] = trials_json(job.trials, objective, best)
+
+    final = follower.final_job
+    output = json.loads(execution.get("output") or "{}") if execution["status"] == "SUCCEEDED" else {}
+    result.metrics = dict(output.get("metrics") or final_metrics(final.described if final else None))
+    result.metrics_job = final.name if final else None
+    if result.metrics:
+        display.line()
+        title = f"Final metrics of training job {result.metrics_job}:" if final else "Final metrics:"
+        display.table(title, ["METRIC", "VALUE"], metric_rows(result.metrics), right=[1])
+
+    if final is not None and final.described is not None and not args.no_download:
+        result.downloaded = _download(aws, final.described, args.output_dir, display)
+    return result
+
+
+def _download(aws: Aws, job: dict, into: Path, display: Display) -> Downloaded | None:
+    """metrics.json and curves.png into ``into``/<job>/; a failure is a warning: the run itself is done."""
+    name = job["TrainingJobName"]
+    try:
+        got = download_outputs(aws.client("s3"), job, into)
+    except (tarfile.TarError, OSError) as err:
+        _warn(f"could not take metrics.json and curves.png from the output of {name}: {err}")
+        return None
+    except Exception as err:
+        mapped = from_botocore(err)
+        if mapped is None:
+            raise
+        _warn(f"could not download the output of {name}: {mapped}")
+        return None
+    display.line()
+    if got.archive_missing:
+        display.line(
+            f"Training job {name} has no output.tar.gz ({got.archive} not found): nothing to download. train.py "
+            "writes metrics.json and curves.png as it ends and SageMaker uploads them as that archive; a job that "
+            f"failed before train.py wrote them has none (`dogbreeds logs {name}` shows why)."
+        )
+        return got
+    if got.files:
+        saved = " and ".join(got.files)
+        display.line(f"Saved {saved} of training job {name} into {got.folder}/ (from {got.archive})")
+    if got.missing:
+        them = "it" if len(got.missing) == 1 else "them"
+        display.line(f"Not in {got.archive}: {' and '.join(got.missing)} (train.py had not written {them})")
+    return got
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 # --- the command ------------------------------------------------------------------------------------
@@ -315,7 +452,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="follow an execution already started (its name or ARN) instead of starting one",
     )
     parser.add_argument(
-        "--poll-seconds", type=float, default=30.0, help="seconds between looks at the execution (default: %(default)s)"
+        "--logs",
+        choices=LOG_MODES,
+        default="all",
+        help="the jobs' log lines to show: all (every host's), metrics (the metric lines only) or none "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="where the final job's metrics.json and curves.png are saved, in a folder named after the job "
+        "(default: the current folder)",
+    )
+    parser.add_argument("--no-download", action="store_true", help="do not download metrics.json and curves.png")
+    parser.add_argument("--json", action="store_true", help="print the end of the run as one JSON object on stdout")
+    parser.add_argument(
+        "--poll-seconds", type=float, default=10.0, help="seconds between looks at the execution (default: %(default)s)"
     )
 
 
@@ -325,64 +479,76 @@ def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
     given = execution_input(args)
     if args.attach and given:
         raise UsageError("--attach follows an execution already started: it takes no run options")
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise UsageError(f"--output-dir {args.output_dir}: not a folder")
     stacks = Stacks(aws, config)
     state_machine = stacks.output("training", "StateMachineArn")
     sfn = aws.client("stepfunctions")
+    # With --json, stdout holds the JSON only: what is followed goes to stderr.
+    display = Display(sys.stderr if args.json else sys.stdout)
 
     if args.attach:
         arn = args.attach
         if not arn.startswith("arn:"):
             arn = state_machine.replace(":stateMachine:", ":execution:", 1) + ":" + arn
-        print(f"Following {arn}")
+        display.line(f"Following {arn}")
     else:
         arn = sfn.start_execution(stateMachineArn=state_machine, input=json.dumps(given))["executionArn"]
-        print(f"Started {arn}")
-        print(f"  input: {json.dumps(given)}")
-    print(f"  console: {console_url(aws.region, arn)}", flush=True)
+        display.line(f"Started {arn}")
+        display.line(f"  input: {json.dumps(given)}")
+    console = console_url(aws.region, arn)
+    display.line(f"  console: {console}")
+    name = arn.rsplit(":", 1)[-1]
     if args.no_follow:
-        print(f"Follow it with: dogbreeds train --attach {arn.rsplit(':', 1)[-1]}")
+        display.line(f"Follow it with: dogbreeds train --attach {name}")
+        if args.json:
+            print(json.dumps({"execution_arn": arn, "name": name, "input": given, "console": console}, indent=2))
         return 0
 
-    follower = Follower(aws, arn, poll_seconds=args.poll_seconds)
+    follower = Follower(aws, arn, poll_seconds=args.poll_seconds, display=display, logs=args.logs)
     try:
         execution = follower.run()
     except KeyboardInterrupt:
-        print(
+        display.close()
+        display.line(
             f"\nStopped following; the execution goes on. Follow it again: dogbreeds train --attach "
-            f"{arn.rsplit(':', 1)[-1]}; stop it: aws stepfunctions stop-execution --execution-arn {arn}",
-            flush=True,
+            f"{name}; stop it: aws stepfunctions stop-execution --execution-arn {arn}"
         )
         return EXIT_INTERRUPTED
+    finally:
+        display.close()
 
+    result = report(follower, args, aws, display)
     status = execution["status"]
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2), flush=True)
     if status != "SUCCEEDED":
         message = failure_message(execution)
         if execution.get("error") == QUALITY_GATE_FAILED:
             message += " (dogbreeds models lists it)"
-        raise OpsError(f"The training execution {status}: {message}")
+        raise OpsError(f"The training execution {status} (after {follower.elapsed()}): {message}")
     parameter = stacks.outputs("training").get("ApprovedPackageParameterName", "the approved-package parameter")
-    for line in summary(json.loads(execution.get("output") or "{}"), config, parameter):
-        print(line)
+    display.line()
+    for line in summary(json.loads(execution.get("output") or "{}"), config, parameter, follower.elapsed()):
+        display.line(line)
     return 0
 
 
-def summary(output: dict, config: Config, parameter: str) -> list[str]:
-    """The end of a successful run: the registered version, its approval status, its metrics, what next."""
+def summary(output: dict, config: Config, parameter: str, took: str) -> list[str]:
+    """The end of a successful run: the registered version, its approval status, what next."""
     arn = output.get("model_package_arn")
     if not arn:  # a pipeline deployed before the Model Registry
         return [
-            f"Execution SUCCEEDED. Model: {output.get('model_data_url')}",
+            f"Execution SUCCEEDED after {took}. Model: {output.get('model_data_url')}",
             f"The training stack predates the Model Registry: `{config.cdk_command('deploy', 'training')}` updates it.",
         ]
     number, approval = version_of(arn), output.get("approval_status")
-    lines = [f"Execution SUCCEEDED. Model package version {number}: {approval}", f"  package: {arn}"]
+    lines = [f"Execution SUCCEEDED after {took}. Model package version {number}: {approval}", f"  package: {arn}"]
     lines.append(f"  model: {output.get('model_data_url')}")
     jobs = f"  training job: {output.get('training_job')}"
     if output.get("tuning_job"):
         jobs += f" (tuning job {output['tuning_job']})"
     lines.append(jobs)
-    for name, value in sorted((output.get("metrics") or {}).items()):
-        lines.append(f"  {name}={value:g}" if isinstance(value, int | float) else f"  {name}={value}")
     deploy = config.cdk_command("deploy", "endpoint")
     if approval == APPROVED:
         lines.append(

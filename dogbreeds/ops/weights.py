@@ -3,14 +3,17 @@
 Training jobs then need no internet: the pipeline adds the ``pretrained`` channel when the prefix
 holds ``<backbone>*.pth``, and train.py loads the one such file it finds there. The object is named as
 torchvision names the file (``resnet50-11ad3fa6.pth``), whose hex part is the start of its SHA-256.
+``--json`` prints the result as one JSON object on stdout (what it does on the way goes to stderr).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import re
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path, PurePosixPath
 
 from dogbreeds.ops.aws import Aws, Stacks
@@ -19,7 +22,7 @@ from dogbreeds.ops.dataset import default_cache_dir
 from dogbreeds.ops.download import download
 from dogbreeds.ops.errors import OpsError, UsageError
 from dogbreeds.ops.progress import human_bytes
-from stacks.contract import PREFIXES
+from dogbreeds_stacks.contract import PREFIXES
 
 # The weights training/model.py's BACKBONES uses (torchvision's enums); a test keeps the two equal, so
 # the CLI needs no torch to know them.
@@ -64,9 +67,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=default_cache_dir(),
         help="where the download is kept (default: %(default)s)",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as one JSON object (the progress goes to stderr)"
+    )
 
 
 def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
+    if not args.json:
+        upload(args, config, aws)
+        return 0
+    with redirect_stdout(sys.stderr):  # stdout holds the JSON alone
+        answer = upload(args, config, aws)
+    print(json.dumps(answer, indent=2), flush=True)
+    return 0
+
+
+def upload(args: argparse.Namespace, config: Config, aws: Aws) -> dict:
+    """The command; returns its result (for --json)."""
     backbone = args.backbone or config.settings.training_backbone
     if backbone not in TORCHVISION_WEIGHTS:
         raise UsageError(f"backbone {backbone!r}: accepted is one of {', '.join(TORCHVISION_WEIGHTS)}")
@@ -105,7 +122,8 @@ def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=PREFIXES.pretrained + backbone)
         for obj in page.get("Contents", [])
     }
-    if existing.get(key) == size and args.file is None:
+    uploaded = not (existing.get(key) == size and args.file is None)
+    if not uploaded:
         print(f"s3://{bucket}/{key} is already there ({human_bytes(size)})")
     else:
         print(f"Uploading {source} to s3://{bucket}/{key} ({human_bytes(size)})")
@@ -117,4 +135,13 @@ def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
         s3.delete_object(Bucket=bucket, Key=other)
         print(f"Deleted s3://{bucket}/{other}: train.py accepts one {backbone}*.pth (the bucket keeps old versions)")
     print(f"Training jobs with backbone {backbone} now read s3://{bucket}/{key} (no internet needed).")
-    return 0
+    return {
+        "backbone": backbone,
+        "source": str(source),
+        "bucket": bucket,
+        "key": key,
+        "uri": f"s3://{bucket}/{key}",
+        "size": size,
+        "uploaded": uploaded,
+        "deleted": [f"s3://{bucket}/{other}" for other in others],
+    }

@@ -4,6 +4,8 @@ loopback HTTP server with Range support."""
 from __future__ import annotations
 
 import http.server
+import io
+import tarfile
 import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,12 +14,13 @@ import boto3
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
-from stacks.contract import NOT_APPROVED
-from stacks.names import LAMBDA_ALIAS, Names
-from stacks.settings import Settings
+from dogbreeds_stacks.contract import NOT_APPROVED
+from dogbreeds_stacks.names import API_PATH, API_STAGE, LAMBDA_ALIAS, Names
+from dogbreeds_stacks.settings import Settings
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
+API_ID = "a1b2c3d4e5"  # the REST API's generated ID
 # The deployment the fakes describe: cdk.json's defaults (the endpoint's name is a setting of its own).
 NAMES = Settings.load().names
 # The endpoint config the endpoint stack last deployed (its output EndpointConfigName), serving version 2.
@@ -51,6 +54,8 @@ def stack_outputs(project: str = NAMES.project, bucket: str = "dogbreeds-artifac
         names.stack("invoker"): {
             "FunctionName": names.lambda_function,
             "AliasArn": f"{function_arn}:{LAMBDA_ALIAS}",
+            "PredictUrl": f"https://{API_ID}.execute-api.{REGION}.amazonaws.com/{API_STAGE}/{API_PATH}",
+            "RestApiId": API_ID,
         },
     }
 
@@ -272,3 +277,41 @@ class RangeServer:
 def serving(payload: bytes, **options):
     with RangeServer(payload, **options) as server:
         yield server
+
+
+class TrainingLogs:
+    """SageMaker's training-job log group in moto: one stream per host of a job, written as the hosts log."""
+
+    GROUP = "/aws/sagemaker/TrainingJobs"
+
+    def __init__(self) -> None:
+        self.client = boto3.client("logs", region_name=REGION)
+        self.client.create_log_group(logGroupName=self.GROUP)
+        # moto, like CloudWatch Logs, refuses events older than 14 days: the offsets count from a minute ago.
+        self.base = int(datetime.now(UTC).timestamp() * 1000) - 60_000
+
+    @staticmethod
+    def stream_name(job: str, host: str = "algo-1") -> str:
+        return f"{job}/{host}-1767225600"
+
+    def write(self, job: str, host: str, *lines: tuple[int, str]) -> str:
+        """``(offset in ms, message)`` events into the host's stream (created the first time); its name."""
+        stream = self.stream_name(job, host)
+        existing = self.client.describe_log_streams(logGroupName=self.GROUP, logStreamNamePrefix=stream)
+        if not existing["logStreams"]:
+            self.client.create_log_stream(logGroupName=self.GROUP, logStreamName=stream)
+        if lines:
+            events = [{"timestamp": self.base + offset, "message": text} for offset, text in lines]
+            self.client.put_log_events(logGroupName=self.GROUP, logStreamName=stream, logEvents=events)
+        return stream
+
+
+def output_tar_gz(files: dict[str, bytes]) -> bytes:
+    """A job's output.tar.gz as SageMaker packs SM_OUTPUT_DATA_DIR: its files at the archive's root."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

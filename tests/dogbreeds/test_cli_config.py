@@ -1,5 +1,5 @@
-"""The CLI reads the settings with the app's one reader (stacks.settings): cdk.json, then -c, all validated
-before any AWS call; names come from stacks.names; and the CLI starts without the CDK, torch or sagemaker."""
+"""The CLI reads the settings with the app's one reader (dogbreeds_stacks.settings): cdk.json, then -c, all validated
+before any AWS call; names come from dogbreeds_stacks.names; and the CLI starts without the CDK, torch or sagemaker."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from dogbreeds.ops import config as config_module
 from dogbreeds.ops import dataset, training, weights
 from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import EXIT_USAGE
-from stacks import settings as settings_module
-from stacks.contract import PREFIXES, training_hyperparameters
-from stacks.names import STACK_PARTS
-from stacks.settings import Settings, SettingsError
+from dogbreeds_stacks import settings as settings_module
+from dogbreeds_stacks.contract import PREFIXES, training_hyperparameters
+from dogbreeds_stacks.names import STACK_PARTS
+from dogbreeds_stacks.settings import Settings, SettingsError
 from tests.dogbreeds.fakes import NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ OUTPUTS_READ = {
         "ScalableTargetResourceId",
         "ScalingPolicyName",
     },
-    "invoker": {"FunctionName", "AliasArn"},
+    "invoker": {"FunctionName", "AliasArn", "PredictUrl"},
 }
 
 
@@ -128,7 +128,7 @@ def test_an_unknown_instance_type_is_refused_with_a_suggestion(fake, run_cli):
 
 
 def test_the_reader_is_the_apps_own(fake, run_cli):
-    """Whatever stacks.settings refuses, the CLI refuses with the same words."""
+    """Whatever dogbreeds_stacks.settings refuses, the CLI refuses with the same words."""
     with pytest.raises(SettingsError) as refused:
         Settings.load(["training_instance_count=0"])
     result = run_cli("-c", "training_instance_count=0", "preflight")
@@ -163,7 +163,7 @@ def test_every_output_read_is_in_the_reviewed_template(part):
 
 
 def test_the_cli_imports_neither_the_cdk_nor_torch_nor_sagemaker_core():
-    """Prefixes and hyperparameters come from stacks.contract and training/, which the stacks use too; neither
+    """Prefixes and hyperparameters come from dogbreeds_stacks.contract and training/, which the stacks use too; neither
     they nor the CLI may import the CDK (its Node.js runtime would start for every command), torch or
     sagemaker-core (each takes seconds to import)."""
     assert training.HYPERPARAMETERS is training_hyperparameters().PIPELINE_HYPERPARAMETERS

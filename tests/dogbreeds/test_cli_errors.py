@@ -161,3 +161,23 @@ def test_cost_refuses_a_wrong_setting_like_every_command(run_cli):
     assert result.code == EXIT_USAGE
     assert result.err == "error: endpoint_min_capacity=4 must not exceed endpoint_max_capacity=3.\n"
     assert result.out == ""
+
+
+def test_version_prints_the_package_version_and_what_a_command_would_use(fake, run_cli):
+    from importlib import metadata
+
+    result = run_cli("--region", "eu-central-1", "-c", "project_name=demo", "--version")
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [
+        f"dogbreeds {metadata.version('dog-breed-classifier')} (dog-breed-classifier)",
+        f"project: demo; region: {fake.region_name}",  # the session's region (the fake session has its own)
+    ]
+    assert fake.opened == [(None, "eu-central-1")]  # the session asked for the region given
+    assert fake.stacks.asked == [] and fake.created == []  # no client, no AWS call
+    assert run_cli("--version").out.splitlines()[1] == f"project: dogbreeds; region: {fake.region_name}"
+
+
+def test_version_with_a_wrong_setting_still_prints_the_version(fake, run_cli):
+    result = run_cli("-c", "nope=1", "--version")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[1].startswith("project: not known (nope is not a setting.")

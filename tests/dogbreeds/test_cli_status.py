@@ -9,8 +9,8 @@ import boto3
 import pytest
 from botocore.stub import ANY
 
-from stacks.contract import NOT_APPROVED
-from stacks.names import LAMBDA_ALIAS
+from dogbreeds_stacks.contract import NOT_APPROVED
+from dogbreeds_stacks.names import LAMBDA_ALIAS
 from tests.dogbreeds.fakes import ACCOUNT, DEPLOYED_CONFIG, DEPLOYED_VERSION, NAMES, REGION, package_arn
 
 ENDPOINT = NAMES.endpoint
@@ -127,7 +127,8 @@ def stub_metrics(fake, sums: list[float]) -> None:
     )
 
 
-def test_status_shows_the_whole_system(fake, bucket, trained, run_cli):
+def whole_system(fake, bucket) -> None:
+    """Every stack deployed; the endpoint serving the latest approved version; the Lambda's concurrency."""
     s3 = boto3.client("s3", region_name=REGION)
     for key in ("datasets/dogImages/train/1/a.jpg", "datasets/dogImages/valid/1/b.jpg", "pretrained/resnet50-x.pth"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"x")
@@ -173,6 +174,9 @@ def test_status_shows_the_whole_system(fake, bucket, trained, run_cli):
         {"FunctionName": NAMES.lambda_function, "Qualifier": LAMBDA_ALIAS},
     )
 
+
+def test_status_shows_the_whole_system(fake, bucket, trained, run_cli):
+    whole_system(fake, bucket)
     result = run_cli("status")
     assert result.code == 0, result.err
     fake.assert_stubs_used()
@@ -201,6 +205,71 @@ def test_status_shows_the_whole_system(fake, bucket, trained, run_cli):
     ) in out
     assert f"Lambda {NAMES.lambda_function}: reserved concurrency 10" in out
     assert "  alias live: provisioned concurrency READY, 1 of 1 allocated" in out
+
+
+def test_status_json_says_the_same_for_scripts(fake, bucket, trained, run_cli):
+    whole_system(fake, bucket)
+    result = run_cli("status", "--json")
+    assert result.code == 0, result.err
+    fake.assert_stubs_used()
+    answer = json.loads(result.out)  # stdout is the JSON alone
+    assert answer["project"] == "dogbreeds" and answer["region"] == REGION
+    assert answer["stacks"][NAMES.stack("foundation")] == "CREATE_COMPLETE"
+    assert answer["stacks"][NAMES.stack("ec2-training")] is None  # not deployed
+    assert answer["artifact_bucket"] == {
+        "bucket": bucket,
+        "dataset_prefix": "datasets/dogImages/",
+        "dataset_splits": ["train", "valid"],
+        "pretrained_prefix": "pretrained/",
+        "pretrained_weights": ["resnet50-x.pth"],
+    }
+    training = answer["training"]
+    assert training["last_execution"]["name"] == "run-7" and training["last_execution"]["status"] == "RUNNING"
+    assert training["latest_approved"] == {
+        "parameter": NAMES.approved_package_parameter,
+        "model_package_arn": package_arn(2),
+        "version": 2,
+        "unknown": None,
+    }
+    assert answer["notebook"] == {"name": NAMES.notebook, "status": "Stopped"}
+    endpoint = answer["endpoint"]
+    assert {k: endpoint[k] for k in ("name", "exists", "status", "endpoint_config", "rolled_back", "updating")} == {
+        "name": ENDPOINT,
+        "exists": True,
+        "status": "InService",
+        "endpoint_config": DEPLOYED_CONFIG,
+        "rolled_back": False,
+        "updating": False,
+    }
+    assert [(m["variant"], m["version"]) for m in endpoint["live"]] == [("AllTraffic", 2)]
+    assert endpoint["next_deploy"] == {
+        "model_package_arn": package_arn(2),
+        "version": 2,
+        "why": "the latest approved",
+        "refused": False,
+    }
+    (variant,) = endpoint["variants"]
+    assert variant["current_instances"] == 2 and variant["desired_instances"] == 3
+    assert variant["autoscaling"] == {"min": 1, "max": 3}
+    assert variant["invocations"]["minutes_with_calls"] == [30, 60, 0, 15]
+    assert variant["invocations"]["total"] == 105
+    assert answer["lambda"]["reserved_concurrency"] == 10
+    assert answer["lambda"]["provisioned_concurrency"]["status"] == "READY"
+
+
+def test_status_json_marks_what_it_may_not_read(fake, trained, run_cli):
+    for name in (NAMES.stack("foundation"), NAMES.stack("notebook"), NAMES.stack("invoker")):
+        del fake.stacks.stacks[name]
+    stub_endpoint(fake, current=1, desired=1, notebook=False)
+    fake.stub("application-autoscaling").add_client_error("describe_scalable_targets", "AccessDeniedException", "no")
+    fake.stub("cloudwatch").add_client_error("get_metric_statistics", "AccessDenied", "no", 403)
+    result = run_cli("status", "--json")
+    assert result.code == 0, result.err
+    answer = json.loads(result.out)
+    assert answer["artifact_bucket"] is None and answer["notebook"] is None and answer["lambda"] is None
+    (variant,) = answer["endpoint"]["variants"]
+    assert variant["autoscaling"] == {"unreadable": "AccessDeniedException"}
+    assert variant["invocations"] == {"unreadable": "AccessDenied"}
 
 
 def test_status_with_only_the_foundation(fake, bucket, run_cli):

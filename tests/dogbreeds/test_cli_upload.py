@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -180,3 +181,62 @@ def test_a_local_weights_file_is_uploaded_with_a_warning(bucket, run_cli, tmp_pa
     assert "is not torchvision's resnet18-f37072fd.pth" in result.err
     assert s3_objects("pretrained/") == {"pretrained/resnet18-f37072fd.pth": len(local.read_bytes())}
     assert run_cli("upload-weights", "--file", str(tmp_path / "nope.pth")).code == EXIT_USAGE
+
+
+# --- --json --------------------------------------------------------------------------------------------
+
+
+def test_upload_data_json_is_the_result_alone_on_stdout(bucket, run_cli, tmp_path):
+    root = write_tree(tmp_path / "dogImages", LAYOUT)
+    result = run_cli("upload-data", "--source", str(root), "--json")
+    assert result.code == 0, result.err
+    answer = json.loads(result.out)
+    assert answer == {
+        "bucket": BUCKET,
+        "prefix": PREFIX,
+        "source": str(root),
+        "classes": 2,
+        "uploaded": 7,
+        "uploaded_bytes": sum(len(v) for v in LAYOUT.values()),
+        "skipped": 0,
+        "deleted": 0,
+        "splits": [
+            {"split": "train", "local": 3, "in_s3": 3, "missing_in_s3": 0, "ok": True},
+            {"split": "valid", "local": 2, "in_s3": 2, "missing_in_s3": 0, "ok": True},
+            {"split": "test", "local": 2, "in_s3": 2, "missing_in_s3": 0, "ok": True},
+        ],
+        "ok": True,
+    }
+    assert "Uploading to s3://" in result.err  # what it did on the way
+
+
+def test_upload_data_json_comes_with_a_failed_check_too(bucket, run_cli, tmp_path):
+    root = write_tree(tmp_path / "dogImages", LAYOUT)
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=BUCKET, Key=PREFIX + "valid/001.Affenpinscher/stale.jpg", Body=b"s"
+    )
+    result = run_cli("upload-data", "--source", str(root), "--json")
+    assert result.code == EXIT_FAILED
+    answer = json.loads(result.out)
+    assert answer["ok"] is False
+    assert answer["splits"][1] == {"split": "valid", "local": 2, "in_s3": 3, "missing_in_s3": 0, "ok": False}
+    assert result.err.splitlines()[-1].startswith("error: S3's listing does not match the local data set for valid.")
+
+
+def test_upload_weights_json_is_the_result_alone_on_stdout(bucket, run_cli, tmp_path):
+    local = tmp_path / "mine.pth"
+    local.write_bytes(b"fine-tuned elsewhere")
+    boto3.client("s3", region_name=REGION).put_object(Bucket=BUCKET, Key="pretrained/resnet18-old.pth", Body=b"x")
+    result = run_cli("upload-weights", "--backbone", "resnet18", "--file", str(local), "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out) == {
+        "backbone": "resnet18",
+        "source": str(local),
+        "bucket": BUCKET,
+        "key": "pretrained/resnet18-f37072fd.pth",
+        "uri": f"s3://{BUCKET}/pretrained/resnet18-f37072fd.pth",
+        "size": len(b"fine-tuned elsewhere"),
+        "uploaded": True,
+        "deleted": [f"s3://{BUCKET}/pretrained/resnet18-old.pth"],
+    }
+    assert "warning: " in result.err and "Uploading " in result.err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import time
 
 import boto3
 import botocore.exceptions
@@ -110,15 +111,21 @@ def test_the_endpoint_checks_the_upper_bound_of_top_k(settings, client, model):
 # --- proxy event shapes -------------------------------------------------------------------------
 
 
-def rest_v1(body: str | None, *, encoded: bool = False, content_type: str = "application/json", query=None) -> dict:
+def rest_v1(
+    body: str | None, *, encoded: bool = False, content_type: str = "application/json", query=None, received=None
+) -> dict:
+    """A REST API proxy event (payload format 1.0); the front door's events are tested whole in tests/local."""
+    context = {"requestId": "gw-1", "stage": "v1", "httpMethod": "POST", "resourcePath": "/predict"}
+    if received is not None:
+        context["requestTimeEpoch"] = received
     return {
-        "resource": "/classify",
-        "path": "/classify",
+        "resource": "/predict",
+        "path": "/predict",
         "httpMethod": "POST",
         "headers": {"Content-Type": content_type, "Host": "abc.execute-api.eu-west-1.amazonaws.com"},
         "multiValueHeaders": {"Content-Type": [content_type]},
         "queryStringParameters": query,
-        "requestContext": {"requestId": "gw-1", "stage": "prod", "httpMethod": "POST"},
+        "requestContext": context,
         "body": body,
         "isBase64Encoded": encoded,
     }
@@ -162,14 +169,10 @@ JSON_BODY = json.dumps({"image_base64": B64, "top_k": 2})
     "event",
     [
         rest_v1(JSON_BODY),
-        http_v2(JSON_BODY),
-        function_url(JSON_BODY),
+        rest_v1(JSON_BODY, content_type="application/json; charset=utf-8"),
         rest_v1(base64.b64encode(JSON_BODY.encode()).decode(), encoded=True),
-        http_v2(base64.b64encode(JSON_BODY.encode()).decode(), encoded=True),
-        function_url(base64.b64encode(JSON_BODY.encode()).decode(), encoded=True, content_type="text/plain"),
-        {"body": JSON_BODY},  # a bare body, as some test tools send it
     ],
-    ids=["rest-v1", "http-v2", "function-url", "rest-v1-base64", "http-v2-base64", "function-url-base64", "bare"],
+    ids=["rest-v1", "charset", "rest-v1-base64"],
 )
 def test_proxy_events_with_a_json_body(event, settings, client, model):
     status, body = call(event, settings, client)
@@ -180,15 +183,11 @@ def test_proxy_events_with_a_json_body(event, settings, client, model):
 
 
 @pytest.mark.parametrize(
-    "event",
-    [
-        rest_v1(B64, encoded=True, content_type="image/jpeg", query={"top_k": "3"}),
-        http_v2(B64, encoded=True, content_type="image/png; charset=binary", query={"top_k": "3"}),
-        http_v2(B64, encoded=True, content_type="application/x-image", query={"top_k": "3"}),
-    ],
-    ids=["rest-v1", "http-v2", "x-image"],
+    "content_type",
+    ["image/jpeg", "image/png; charset=binary", "image/webp", "application/octet-stream", "application/x-image"],
 )
-def test_proxy_events_with_a_raw_image_body(event, settings, client, model):
+def test_proxy_events_with_a_raw_image_body(content_type, settings, client, model):
+    event = rest_v1(B64, encoded=True, content_type=content_type, query={"top_k": "3"})
     status, body = call(event, settings, client)
     assert status == 200, body
     assert model.calls[0].body == JPEG
@@ -198,9 +197,32 @@ def test_proxy_events_with_a_raw_image_body(event, settings, client, model):
 def test_a_proxy_json_body_with_a_url(settings, client, model):
     with ImageServer({"/dog.png": serve(PNG, "image/png")}) as images:
         local = dataclasses.replace(settings, allow_loopback=True, allow_http=True)
-        status, _ = call(http_v2(json.dumps({"url": images.url("/dog.png")})), local, client)
+        status, _ = call(rest_v1(json.dumps({"url": images.url("/dog.png")})), local, client)
     assert status == 200
     assert model.calls[0].body == PNG
+
+
+@pytest.mark.parametrize(
+    "event",
+    [http_v2(JSON_BODY), function_url(JSON_BODY), http_v2(B64, encoded=True, content_type="image/jpeg")],
+    ids=["http-api", "function-url", "http-api-raw"],
+)
+def test_events_of_apis_the_app_does_not_deploy_are_refused(event, settings, client, model):
+    assert_error(
+        call(event, settings, client),
+        400,
+        "HTTP API and function URL events (payload format 2.0) are not accepted: this function is called through a "
+        f"REST API, or directly with {handler.EVENT_SHAPES}",
+    )
+    assert model.calls == []
+
+
+def test_a_bare_body_is_not_a_proxy_event(settings, client, model):
+    assert_error(
+        call({"body": JSON_BODY}, settings, client),
+        400,
+        f"the event has neither url nor image_base64: send {handler.EVENT_SHAPES}",
+    )
 
 
 # --- bad events ---------------------------------------------------------------------------------
@@ -238,16 +260,16 @@ SHAPES = handler.EVENT_SHAPES
         ({"image_base64": B64, "top_k": True}, 400, "top_k must be a whole number"),
         ({"image_base64": B64, "top_k": "three"}, 400, "top_k must be a whole number"),
         ({"image_base64": B64, "top_k": 10**40}, 400, "top_k must be a whole number"),
-        (http_v2("{not json"), 400, "the request body is not valid JSON (Expecting property name"),
-        (http_v2("[1, 2]"), 400, f"the request body must be a JSON object: send {SHAPES}"),
-        (http_v2(None), 400, f"the request body is empty: send {SHAPES}"),
-        (http_v2("%%%", encoded=True), 400, "the request body is not valid base64"),
+        (rest_v1("{not json"), 400, "the request body is not valid JSON (Expecting property name"),
+        (rest_v1("[1, 2]"), 400, f"the request body must be a JSON object: send {SHAPES}"),
+        (rest_v1(None), 400, f"the request body is empty: send {SHAPES}"),
+        (rest_v1("%%%", encoded=True), 400, "the request body is not valid base64"),
         (
-            http_v2(base64.b64encode(HTML).decode(), encoded=True, content_type="image/jpeg"),
+            rest_v1(base64.b64encode(HTML).decode(), encoded=True, content_type="image/jpeg"),
             415,
             "the request body is not an image in a supported format",
         ),
-        (http_v2("", content_type="image/jpeg"), 400, "the request body is empty"),
+        (rest_v1("", content_type="image/jpeg"), 400, "the request body is empty"),
         (rest_v1(json.dumps({"url": 7})), 400, "url must be a string, got int"),
     ],
 )
@@ -370,6 +392,29 @@ def test_no_call_is_retried_that_could_not_end_before_the_lambdas_deadline(setti
     assert len(model.calls) == 1
 
 
+def test_no_call_is_retried_that_could_not_end_before_api_gateway_stops_waiting(settings, client, model, fast_backoff):
+    """The Lambda has 30 s, API Gateway waits 29 s from when it received the request: a retry that would end after
+    that is not started, and the client gets the function's 429 instead of the gateway's 504."""
+    model.answers = [ServiceFault.throttling(), ServiceFault.throttling(), predictions()]
+    api = dataclasses.replace(settings, endpoint_timeout=7.0, api_timeout=29.0)
+    received_22_s_ago = int((time.time() - 22) * 1000)
+    event = rest_v1(JSON_BODY, received=received_22_s_ago)
+    response = handler.handle(event, FakeContext(), settings=api, client=client)
+    assert response["statusCode"] == 429
+    assert len(model.calls) == 1  # 22 s waited + 7 s + 1 s margin > 29 s: no second call
+    fresh = rest_v1(JSON_BODY, received=int(time.time() * 1000))
+    assert handler.handle(fresh, FakeContext(), settings=api, client=client)["statusCode"] == 200
+    assert len(model.calls) == 3  # the fresh request had the time for a retry
+
+
+@pytest.mark.parametrize("received", [None, "soon", True, -5, 10**20, 1.5])
+def test_a_request_time_that_is_not_api_gateways_counts_from_now(received, settings):
+    event = rest_v1(JSON_BODY, received=received)
+    request = handler.parse_event(event, settings)
+    assert abs(request.received_at - time.time()) < 5
+    assert handler.parse_event({"image_base64": B64}, settings).received_at is None  # a direct event: no API
+
+
 @pytest.mark.parametrize(
     ("error", "retried"),
     [
@@ -448,6 +493,7 @@ def test_settings_from_the_stacks_environment():
             "FETCH_TIMEOUT_SECONDS": "5",
             "ENDPOINT_TIMEOUT_SECONDS": "7",
             "ENDPOINT_MAX_ATTEMPTS": "3",
+            "API_TIMEOUT_SECONDS": "29",
         }
     )
     assert settings == handler.Settings(
@@ -457,7 +503,9 @@ def test_settings_from_the_stacks_environment():
         fetch_timeout=5.0,
         endpoint_timeout=7.0,
         endpoint_attempts=3,
+        api_timeout=29.0,
     )
+    assert handler.Settings.from_env({"ENDPOINT_NAME": "e"}).api_timeout is None
     assert handler.Settings.from_env({"ENDPOINT_NAME": "e", "ALLOW_HTTP_URLS": "true"}).allow_http
 
 
@@ -533,6 +581,7 @@ def test_the_synthesized_function_never_enables_local_mode(assembly):
         "FETCH_TIMEOUT_SECONDS",
         "ENDPOINT_TIMEOUT_SECONDS",
         "ENDPOINT_MAX_ATTEMPTS",
+        "API_TIMEOUT_SECONDS",
     }
     assert variables["ALLOW_HTTP_URLS"] in ("true", "false")
     # Every variable the stack sets is one the handler reads correctly.

@@ -80,13 +80,14 @@ def nested(depth: int, inner: object = 1) -> object:
 
 
 def http_event(body: str | None, *, headers: object = None, query: object = None, encoded: bool = False) -> dict:
+    """The REST API's proxy event (payload format 1.0), the only proxy event the function is deployed behind."""
     return {
-        "version": "2.0",
-        "routeKey": "POST /classify",
-        "rawPath": "/classify",
+        "resource": "/predict",
+        "path": "/predict",
+        "httpMethod": "POST",
         "headers": {"content-type": "application/json"} if headers is None else headers,
         "queryStringParameters": query,
-        "requestContext": {"http": {"method": "POST", "path": "/classify"}},
+        "requestContext": {"resourcePath": "/predict", "httpMethod": "POST", "requestTimeEpoch": 1_700_000_000_000},
         "body": body,
         "isBase64Encoded": encoded,
     }
@@ -247,8 +248,14 @@ string_maps = st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_si
 headers = string_maps | st.just({"content-type": "image/jpeg"}) | json_values
 bodies = st.none() | st.text(max_size=400) | payloads.map(json.dumps) | st.just(B64) | json_values
 proxy_events = st.fixed_dictionaries(
-    {"requestContext": st.just({}), "body": bodies},
-    optional={"headers": headers, "queryStringParameters": string_maps | json_values, "isBase64Encoded": json_values},
+    {"requestContext": st.just({}) | st.dictionaries(st.just("requestTimeEpoch"), json_values), "body": bodies},
+    optional={
+        "headers": headers,
+        "queryStringParameters": string_maps | json_values,
+        "isBase64Encoded": json_values,
+        "httpMethod": json_values,
+        "version": st.just("2.0") | json_values,
+    },
 )
 events = payloads | proxy_events | json_values
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dogbreeds.local import demo, training_job
-from stacks.settings import Settings
+from dogbreeds_stacks.settings import Settings
 from tests.helpers import one
 from tests.local.conftest import TINY_DEMO
 from tests.local.processes import children_of, port_is_open, processes_mentioning
@@ -50,19 +50,40 @@ def assert_nothing_left(output: str, children_before: set[int]) -> None:
     assert "SAGEMAKER_PROGRAM" not in os.environ
 
 
+def run_client_commands(front, photo, settings, console) -> None:
+    """In place of waiting for Ctrl-C (--serve): run the curl and dogbreeds predict commands the demo prints, in a
+    shell of their own, while everything still runs; the endpoint, Lambda and API steps' model answers them."""
+    commands = demo.api_commands(front, photo, settings)
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    environment |= {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"  # dogbreeds
+    for command in commands:
+        if command.startswith("curl") and shutil.which("curl") is None:
+            continue
+        result = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, env=environment, timeout=120, check=False
+        )
+        CLIENT_RESULTS.append((command, result.returncode, result.stdout + result.stderr))
+    console.say(f"ran {len(CLIENT_RESULTS)} client commands")
+
+
+CLIENT_RESULTS: list[tuple[str, int, str]] = []
+
+
 def test_the_demo_runs_every_step_and_leaves_nothing_behind(
-    templates: Path, capsys: pytest.CaptureFixture[str]
+    templates: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     children_before = children_of(os.getpid())
     modules_before = {name: sys.modules.get(name) for name in ("inference", "model", "images", "handler", "fetch")}
+    monkeypatch.setattr(demo, "serve_until_interrupted", run_client_commands)
 
-    status = demo.main([*TINY_DEMO, "--templates", str(templates), "-c", "endpoint_name=local-demo"])
+    status = demo.main([*TINY_DEMO, "--templates", str(templates), "-c", "endpoint_name=local-demo", "--serve"])
 
     output, errors = capsys.readouterr()
     assert status == 0, output + errors
     assert errors == ""
-    steps = re.findall(r"^\[(\d)/6\] ", output, re.M)
-    assert steps == ["1", "2", "3", "4", "5", "6"]
+    steps = re.findall(r"^\[(\d)/7\] ", output, re.M)
+    assert steps == ["1", "2", "3", "4", "5", "6", "7"]
     assert re.search(r"^ +dogbreeds-foundation\.template\.json +2 resources$", output, re.M)
     assert re.search(r"^ +dogbreeds-invoker\.template\.json +1 resources$", output, re.M)
     assert "3 classes (001.Affenpinscher, 042.Carolina_dog, 103.Mastiff)" in output
@@ -83,13 +104,26 @@ def test_the_demo_runs_every_step_and_leaves_nothing_behind(
         r'^ +event \{"image_base64": "<\d+ bytes of Carolina-Dog-standing-outdoors\.jpg, base64>"\}', output, re.M
     )
     assert output.count("  -> 200 in ") == 2
-    # Three top-k tables (boto3, then the two Lambda events), each with the three trained breeds.
-    assert output.count("rank  breed") == 3
+    # Step 7: the local REST API, called with predict's own signing; unsigned and wrongly signed calls refused.
+    assert re.search(r"^ +POST http://127\.0\.0\.1:\d+/v1/predict \(the invoker stack's PredictUrl", output, re.M)
+    assert re.search(r"^ +signed, the photo's raw bytes \(\d+ bytes, image/jpeg\) -> 200 in \d+ ms$", output, re.M)
+    assert re.search(r"^ +signed, http://127\.0\.0\.1:\d+/Carolina-Dog-standing-outdoors\.jpg -> 200 in ", output, re.M)
+    assert re.search(r"^ +unsigned -> 403 Missing Authentication Token$", output, re.M)
+    assert re.search(r"^ +signed with a wrong secret -> 403 The request signature we calculated does not", output, re.M)
+    assert re.search(r'^ +access log: 4 entries with the stage\'s fields, the last: \{"requestId": ', output, re.M)
+    # Four top-k tables (boto3, the two Lambda events, the API), each with the three trained breeds.
+    assert output.count("rank  breed") == 4
     for label in ("Affenpinscher", "Carolina dog", "Mastiff"):
-        assert len(re.findall(rf"^ +\d  {label} +\d +[01]\.\d{{4}}$", output, re.M)) == 3, label
+        assert len(re.findall(rf"^ +\d  {label} +\d +[01]\.\d{{4}}$", output, re.M)) == 4, label
+    # --serve: curl --aws-sigv4 and dogbreeds predict, as printed, reach the model through the local API.
+    assert CLIENT_RESULTS, "no client command ran"
+    for command, code, printed in CLIENT_RESULTS:
+        assert code == 0, f"{command}\n{printed}"
+        assert "Carolina dog" in printed, f"{command}\n{printed}"
+    assert any(command.split()[2:4] == ["dogbreeds", "--region"] for command, _, _ in CLIENT_RESULTS)
     assert re.search(
-        r"^cleaned up: stopped the Lambda function's process; stopped the image web server; "
-        r"stopped the SageMaker runtime server; stopped the training job's processes; removed \S+$",
+        r"^cleaned up: stopped the local REST API; stopped the Lambda function's process; stopped the image web "
+        r"server; stopped the SageMaker runtime server; stopped the training job's processes; removed \S+$",
         output,
         re.M,
     )

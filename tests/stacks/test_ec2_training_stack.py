@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from stacks.ec2_training import user_data_script
+from dogbreeds_stacks.ec2_training import user_data_script
 from tests.helpers import arn_text, as_list, one, policy_statements, resources
 
 
@@ -56,7 +56,9 @@ def test_user_data_trains_with_explicit_paths_uploads_and_powers_off(ec2_trainin
 
 def test_user_data_is_valid_bash():
     script = user_data_script(
-        pytest.importorskip("stacks.settings").Settings.from_mapping(pytest.importorskip("stacks.settings").defaults()),
+        pytest.importorskip("dogbreeds_stacks.settings").Settings.from_mapping(
+            pytest.importorskip("dogbreeds_stacks.settings").defaults()
+        ),
         region="eu-west-1",
         bucket="bucket",
     )
@@ -149,7 +151,7 @@ def test_a_replacement_never_overwrites_a_finished_run(ec2_training):
 @pytest.mark.parametrize("model_exists", [True, False])
 def test_the_finished_run_check_in_bash(tmp_path, model_exists):
     """Run the user data's start with a fake `aws` and `shutdown`: an existing model ends the run at once."""
-    from stacks.settings import Settings, defaults
+    from dogbreeds_stacks.settings import Settings, defaults
 
     script = user_data_script(Settings.from_mapping(defaults()), region="eu-west-1", bucket="bucket")
     bin_dir = tmp_path / "bin"

@@ -1,7 +1,7 @@
 """A newly approved model reaches the endpoint with a plain `cdk deploy <project>-endpoint`, without --force.
 
 The mechanism: the endpoint's model is created from the package whose ARN an SSM-typed CloudFormation
-parameter reads (stacks.endpoint.served_package). Two halves make an approval reach the endpoint:
+parameter reads (dogbreeds_stacks.endpoint.served_package). Two halves make an approval reach the endpoint:
 
 - the CDK CLI must not skip the deploy although the template is unchanged: the pinned CLI never skips a
   stack with an SSM-typed parameter whose description lacks its "[cdk:skip]" marker (``hasChanges``
@@ -33,8 +33,8 @@ import pytest
 from aws_cdk import aws_sagemaker as sagemaker
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 
-from stacks.contract import model_environment
-from stacks.endpoint import PACKAGE_PARAMETER, served_package
+from dogbreeds_stacks.contract import model_environment
+from dogbreeds_stacks.endpoint import PACKAGE_PARAMETER, served_package
 from tests.helpers import one, refs
 from tests.stacks.cloudformation_server import cloudformation_server
 

@@ -17,8 +17,8 @@ from moto.sagemaker.models import sagemaker_backends
 from moto.ssm.models import SimpleSystemManagerBackend
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
-from stacks.approval import MAX_ROUNDS
-from stacks.contract import NOT_APPROVED
+from dogbreeds_stacks.approval import MAX_ROUNDS
+from dogbreeds_stacks.contract import NOT_APPROVED
 from tests.cfn_values import ACCOUNT, REGION, Deployment
 from tests.helpers import one, policy_statements
 from tests.stacks.stepfunctions_local import JobOutcome, LocalPipeline

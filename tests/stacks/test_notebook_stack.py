@@ -27,7 +27,7 @@ from botocore.stub import Stubber
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 from jupyter_client import BlockingKernelClient
 
-from stacks.notebook import (
+from dogbreeds_stacks.notebook import (
     AUTOSTOP_PATH,
     AUTOSTOP_SCRIPT,
     LIFECYCLE_SCRIPT_LIMIT,
@@ -35,7 +35,7 @@ from stacks.notebook import (
     encode_lifecycle_script,
     lifecycle_on_start,
 )
-from stacks.scripts import notebook_autostop
+from dogbreeds_stacks.scripts import notebook_autostop
 from tests.helpers import arn_text, as_list, one, policy_statements, resources
 
 
@@ -95,6 +95,13 @@ def test_notebook_role_can_do_only_its_work(notebook, settings):
     assert arn_text(statements["InvokeEndpoint"]["Resource"]).endswith(f":endpoint/{settings.endpoint_name}")
     assert arn_text(statements["StopWhenIdle"]["Resource"]).endswith(":notebook-instance/dogbreeds-notebook")
     assert arn_text(statements["FollowTraining"]["Resource"]).endswith(":execution:dogbreeds-training:*")
+    # What `dogbreeds train` reads while it follows a run from the notebook: the jobs, the trials, the logs.
+    assert actions["WatchJobs"] == [
+        "sagemaker:DescribeHyperParameterTuningJob",
+        "sagemaker:DescribeTrainingJob",
+        "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
+    ]
+    assert actions["ReadJobLogs"] == ["logs:DescribeLogStreams", "logs:FilterLogEvents", "logs:GetLogEvents"]
     writes = sorted(arn_text(r).rsplit(">/", 1)[1] for r in statements["ArtifactsWrite"]["Resource"])
     assert writes == ["datasets/dogImages/*", "pretrained/*"]
     every_action = {a for s in statements.values() for a in as_list(s["Action"])}

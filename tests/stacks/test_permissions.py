@@ -1,4 +1,4 @@
-"""stacks/constructs/iam.py: a wildcard is written once, beside its reason, which becomes the cdk-nag
+"""dogbreeds_stacks/constructs/iam.py: a wildcard is written once, beside its reason, which becomes the cdk-nag
 acknowledgment; a wildcard without a reason, a reason without a wildcard and a wildcard action are refused."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from aws_cdk import App, Stack
 from aws_cdk import aws_iam as iam
 
-from stacks.constructs.iam import Permissions
-from stacks.nag import AUDIT_CONTEXT_KEY
+from dogbreeds_stacks.constructs.iam import Permissions
+from dogbreeds_stacks.nag import AUDIT_CONTEXT_KEY
 
 
 def _permissions(audit: bool = False) -> tuple[Stack, Permissions]:

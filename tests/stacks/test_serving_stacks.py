@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 
 import pytest
 from aws_cdk import aws_lambda as lambda_
 
-from stacks.contract import NOT_APPROVED
-from stacks.endpoint import PACKAGE_PARAMETER
-from stacks.instances import has_local_storage
+from dogbreeds_stacks.contract import NOT_APPROVED
+from dogbreeds_stacks.endpoint import PACKAGE_PARAMETER
+from dogbreeds_stacks.instances import has_local_storage
 from tests.helpers import arn_text, as_list, one, policy_statements, refs, resources
 from tests.stacks import metric_math
 from tests.synth import synthesize
@@ -221,11 +222,40 @@ def test_an_instance_type_change_cannot_deploy_with_autoscaling_registered(endpo
     assert resized["Outputs"]["ScalingPolicyName"] == endpoint["Outputs"]["ScalingPolicyName"]
 
 
-def test_dashboard_shows_the_endpoint_and_the_lambda(endpoint):
-    _, dashboard = one(endpoint, "AWS::CloudWatch::Dashboard")
-    body = arn_text(dashboard["Properties"]["DashboardBody"])
-    for needle in ("ModelLatency", "Invocation5XXErrors", "dogbreeds-predict", "ProvisionedConcurrencyUtilization"):
-        assert needle in body
+def _dashboard_widgets(template: dict) -> list[dict]:
+    _, dashboard = one(template, "AWS::CloudWatch::Dashboard")
+    return json.loads(arn_text(dashboard["Properties"]["DashboardBody"]))["widgets"]  # intrinsics shown as "<...>"
+
+
+def _dashboard_metrics(template: dict) -> list[tuple[str, str, dict[str, str], dict]]:
+    """Every graphed metric: namespace, name, dimensions and options (period, stat, label, axis)."""
+    rows = [row for w in _dashboard_widgets(template) if w["type"] == "metric" for row in w["properties"]["metrics"]]
+    return [(row[0], row[1], dict(zip(row[2:-1:2], row[3:-1:2], strict=True)), row[-1]) for row in rows]
+
+
+def test_dashboard_shows_the_endpoint_its_instances_and_the_lambda(endpoint, settings):
+    metrics = _dashboard_metrics(endpoint)
+    shown = {(namespace, name) for namespace, name, _, _ in metrics}
+    for name in ("Invocations", "ModelLatency", "OverheadLatency", "Invocation4XXErrors", "Invocation5XXErrors"):
+        assert ("AWS/SageMaker", name) in shown
+    assert ("AWS/SageMaker", "ConcurrentRequestsPerModel") in shown
+    # The instances' utilization is in SageMaker's own namespace, under the same dimensions as the invocations.
+    for name in ("GPUUtilization", "GPUMemoryUtilization", "CPUUtilization", "MemoryUtilization"):
+        assert ("/aws/sagemaker/Endpoints", name) in shown
+    lambda_alias = {
+        "FunctionName": settings.names.lambda_function,
+        "Resource": f"{settings.names.lambda_function}:live",
+    }
+    for namespace, name, dimensions, options in metrics:
+        assert options["period"] == 60, name
+        if namespace == "AWS/Lambda":
+            assert dimensions == lambda_alias, name
+        else:
+            assert dimensions == {"EndpointName": settings.endpoint_name, "VariantName": "AllTraffic"}, name
+    lambda_names = {name for namespace, name, _, _ in metrics if namespace == "AWS/Lambda"}
+    assert lambda_names >= {"Invocations", "Errors", "Throttles", "Duration", "ConcurrentExecutions"}
+    (alarms,) = [w["properties"]["alarms"] for w in _dashboard_widgets(endpoint) if w["type"] == "alarm"]
+    assert len(alarms) == len(resources(endpoint, "AWS::CloudWatch::Alarm")) == 3
 
 
 def test_outputs_name_what_is_served_and_the_config_the_endpoint_should_run(endpoint):
@@ -235,9 +265,15 @@ def test_outputs_name_what_is_served_and_the_config_the_endpoint_should_run(endp
         "ScalableTargetResourceId",
         "ScalingPolicyName",
         "DashboardName",
+        "DashboardUrl",
         "ModelPackageArn",
         "EndpointConfigName",
     }
+    dashboard_id, _ = one(endpoint, "AWS::CloudWatch::Dashboard")
+    assert arn_text(outputs["DashboardUrl"]["Value"]) == (
+        "https://<AWS::Region>.console.aws.amazon.com/cloudwatch/home?region=<AWS::Region>"
+        f"#dashboards:name=<{dashboard_id}>"
+    )
     assert outputs["ModelPackageArn"]["Value"] == {"Ref": PACKAGE_PARAMETER}
     config_id, _ = one(endpoint, "AWS::SageMaker::EndpointConfig")
     assert outputs["EndpointConfigName"]["Value"] == {"Fn::GetAtt": [config_id, "EndpointConfigName"]}
@@ -329,10 +365,21 @@ def test_runtime_interface_endpoint_with_private_dns_admits_only_our_endpoint(in
         assert foundation_subnet_cidr(foundation, subnet).subnet_of(admitted)
 
 
+def lambda_log_group(invoker: dict) -> tuple[str, dict]:
+    return one(invoker, "AWS::Logs::LogGroup", {"LogGroupName": "/aws/lambda/dogbreeds-predict"})
+
+
 def test_lambda_role_is_exactly_invoke_endpoint_logs_and_networking(invoker):
     for role in resources(invoker, "AWS::IAM::Role").values():
         assert "ManagedPolicyArns" not in role["Properties"]
-    statements = policy_statements(invoker, "Policy")
+    _, function = one(invoker, "AWS::Lambda::Function")
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    (policy_id,) = [
+        logical_id
+        for logical_id, policy in resources(invoker, "AWS::IAM::Policy").items()
+        if {"Ref": role_id} in policy["Properties"]["Roles"] and logical_id.startswith("Policy")
+    ]
+    statements = policy_statements(invoker, policy_id)
     actions = {sid: sorted(as_list(s["Action"])) for sid, s in statements.items() if not sid.startswith("Role")}
     assert actions == {
         "InvokeEndpoint": ["sagemaker:InvokeEndpoint"],
@@ -348,7 +395,7 @@ def test_lambda_role_is_exactly_invoke_endpoint_logs_and_networking(invoker):
     }
     assert "ec2:Vpc" in statements["ManageInterfacesInOurVpc"]["Condition"]["ArnEquals"]
     assert arn_text(statements["InvokeEndpoint"]["Resource"]).endswith(ENDPOINT_ARN_SUFFIX)
-    log_group_id, _ = one(invoker, "AWS::Logs::LogGroup")
+    log_group_id, _ = lambda_log_group(invoker)
     assert refs(statements["OwnLogs"]["Resource"]) == {log_group_id}
 
 
@@ -375,12 +422,12 @@ def test_lambda_tracing_logs_and_configuration(invoker, settings):
         "FETCH_TIMEOUT_SECONDS": "5",
         "ENDPOINT_TIMEOUT_SECONDS": "7",
         "ENDPOINT_MAX_ATTEMPTS": "3",
+        "API_TIMEOUT_SECONDS": "29",  # the API's integration timeout: no retry that would end after it
     }  # no TOP_K: without a top_k in the event, the endpoint's own default (the same setting) applies
     # The slowest call (fetch deadline, every endpoint attempt timing out, back-off) ends before the Lambda's timeout.
     assert settings.lambda_worst_case_seconds == 5 + 3 * 7 + (1 + 2) < props["Timeout"] == 30
-    _, log_group = one(invoker, "AWS::Logs::LogGroup")
+    _, log_group = lambda_log_group(invoker)
     assert log_group["Properties"]["RetentionInDays"] == settings.log_retention_days
-    assert log_group["Properties"]["LogGroupName"] == "/aws/lambda/dogbreeds-predict"
 
 
 def test_provisioned_concurrency_autoscaling_when_switched_on(variant):

@@ -15,8 +15,8 @@ import botocore.session
 import pytest
 from aws_cdk import App
 
-from stacks.contract import training_hyperparameters
-from stacks.settings import (
+from dogbreeds_stacks.contract import training_hyperparameters
+from dogbreeds_stacks.settings import (
     INSTANCE_TYPE_MEMBERS,
     TRAINING_HYPERPARAMETERS,
     Settings,
@@ -24,7 +24,7 @@ from stacks.settings import (
     defaults,
     instance_types,
 )
-from stacks.versions import dlami_torch_minor, framework_versions, torch_minor
+from dogbreeds_stacks.versions import dlami_torch_minor, framework_versions, torch_minor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,6 +161,65 @@ def test_every_field_has_a_default_in_cdk_json_and_a_description():
 )
 def test_bad_value_gives_its_exact_message(overrides, message):
     assert _error(**overrides) == [message]
+
+
+# --- the REST API in front of the Lambda ------------------------------------------------------------------
+
+
+def test_the_api_s_throttle_is_derived_from_the_endpoint_and_the_lambda(settings):
+    assert (settings.api_auth, settings.api_throttle_rate_limit, settings.api_throttle_burst_limit) == ("iam", 0, 0)
+    # endpoint_max_capacity 3 x 70 invocations a minute per instance / 60 = 3.5/s at the target; x 2 = 7/s.
+    assert settings.api_rate_limit == 7
+    assert settings.api_burst_limit == settings.lambda_reserved_concurrency == 10
+    derived = Settings.load(["endpoint_max_capacity=5", "endpoint_target_invocations_per_instance=90"])
+    assert derived.api_rate_limit == 15
+    assert Settings.load(["endpoint_max_capacity=1", "endpoint_target_invocations_per_instance=1"]).api_rate_limit == 1
+    assert Settings.load(["endpoint_target_invocations_per_instance=71"]).api_rate_limit == 8  # 7.1, rounded up
+    chosen = Settings.load(["api_throttle_rate_limit=50", "api_throttle_burst_limit=4"])
+    assert (chosen.api_rate_limit, chosen.api_burst_limit) == (50, 4)
+    assert Settings.load(["lambda_reserved_concurrency=25"]).api_burst_limit == 25
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"api_auth": "oauth"}, 'api_auth="oauth": accepted is one of iam, cognito, api_key.'),
+        (
+            {"api_throttle_rate_limit": 20000},
+            "api_throttle_rate_limit=20000: accepted is a whole number from 1 to 10000.",
+        ),
+        (
+            {"api_throttle_burst_limit": 11},
+            "api_throttle_burst_limit=11 admits 11 requests at once, more than lambda_reserved_concurrency=10: the "
+            "rest would meet the Lambda's throttle instead of the API's 429. Lower the burst, raise the reserved "
+            "concurrency, or set api_throttle_burst_limit=0 (the reserved concurrency).",
+        ),
+        (
+            {"api_integration_timeout_seconds": 30},
+            "api_integration_timeout_seconds=30: accepted is a whole number from 1 to 29.",
+        ),
+        (
+            {"api_integration_timeout_seconds": 12},
+            "api_integration_timeout_seconds=12 must be at least lambda_fetch_timeout_seconds=5 plus "
+            "lambda_endpoint_timeout_seconds=7 plus 1 s to answer (13 s): one fetch and one endpoint call must fit "
+            "before API Gateway gives up.",
+        ),
+        ({"api_waf_rate_limit": 5}, "api_waf_rate_limit=5: accepted is a whole number from 10 to 2000000000."),
+        ({"api_waf": "sometimes"}, 'api_waf="sometimes": accepted is true or false.'),
+        (
+            {"api_auth": "cognito", "project_name": "awsdogs"},
+            "project_name=\"awsdogs\" contains 'aws', which a Cognito domain prefix may not contain; api_auth=cognito "
+            "names the user pool's domain after the project: choose another project_name or another api_auth (iam, "
+            "api_key).",
+        ),
+    ],
+)
+def test_a_bad_api_setting_gives_its_exact_message(overrides, message):
+    assert _error(**overrides) == [message]
+
+
+def test_an_aws_project_name_is_fine_without_cognito():
+    assert Settings.load(["project_name=awsdogs"]).project_name == "awsdogs"
 
 
 def test_framework_version_must_be_in_sagemaker_core_tables():
@@ -439,7 +498,7 @@ def test_patience_zero_means_never_stop_early_as_in_train_py():
 
 
 def test_the_decoding_budgets_reach_the_models_environment(settings):
-    from stacks.contract import model_environment
+    from dogbreeds_stacks.contract import model_environment
 
     environment = model_environment(settings.replace(endpoint_max_decode_mb=512, endpoint_max_jpeg_scans=50), "x")
     assert (environment["MAX_DECODE_BYTES"], environment["MAX_JPEG_SCANS"]) == (str(512 * 1024 * 1024), "50")

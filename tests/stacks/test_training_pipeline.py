@@ -13,8 +13,8 @@ from cfnlint.api import ManualArgs, lint
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser, ASLParserException
 
 import metrics
-from stacks.contract import NOT_APPROVED, model_environment, training_hyperparameters
-from stacks.training_pipeline import (
+from dogbreeds_stacks.contract import NOT_APPROVED, model_environment, training_hyperparameters
+from dogbreeds_stacks.training_pipeline import (
     ATTEMPT_ID_LENGTH,
     CLIENT_TOKEN_LENGTH,
     RUN_ID_LENGTH,

@@ -7,10 +7,10 @@ import tarfile
 
 import pytest
 
-from stacks.constructs.code_asset import build_code_archive, code_files
-from stacks.contract import NOT_APPROVED
-from stacks.instances import family
-from stacks.training import serving_instance_types
+from dogbreeds_stacks.constructs.code_asset import build_code_archive, code_files
+from dogbreeds_stacks.contract import NOT_APPROVED
+from dogbreeds_stacks.instances import family
+from dogbreeds_stacks.training import serving_instance_types
 from tests.helpers import arn_text, as_list, one, policy_statements, resources
 
 

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 STACK_PARTS = ("foundation", "training", "notebook", "ec2-training", "endpoint", "invoker")
 # The Lambda alias that carries the provisioned concurrency, and that every caller invokes.
 LAMBDA_ALIAS = "live"
+# The REST API's stage and its one resource: clients POST to
+# https://<api id>.execute-api.<region>.amazonaws.com/v1/predict.
+API_STAGE = "v1"
+API_PATH = "predict"
 # Tuning job names have at most 32 characters: '<prefix>-hpo-<run>-<attempt>' keeps the prefix to 12.
 JOB_NAME_PREFIX_LENGTH = 12
 
@@ -101,3 +105,40 @@ class Names:
     @property
     def lambda_log_group(self) -> str:
         return f"/aws/lambda/{self.lambda_function}"
+
+    # --- the API in front of the Lambda ---------------------------------------------------------
+
+    @property
+    def api(self) -> str:
+        """The REST API (API Gateway keys REST APIs by a generated ID; the name is for people)."""
+        return f"{self.project}-api"
+
+    @property
+    def api_access_log_group(self) -> str:
+        return f"/aws/apigateway/{self.api}/access"
+
+    def api_execution_log_group(self, api_id: str) -> str:
+        """The log group API Gateway writes a stage's execution logs to: its name is API Gateway's, not ours."""
+        return f"API-Gateway-Execution-Logs_{api_id}/{API_STAGE}"
+
+    @property
+    def web_acl(self) -> str:
+        """The optional WAF web ACL (unique per account, region and scope)."""
+        return f"{self.project}-api"
+
+    @property
+    def api_usage_plan(self) -> str:
+        return f"{self.project}-predict"
+
+    @property
+    def api_key(self) -> str:
+        return f"{self.project}-client"
+
+    @property
+    def api_user_pool(self) -> str:
+        return f"{self.project}-api-clients"
+
+    @property
+    def api_oauth_scope(self) -> str:
+        """The OAuth scope a Cognito access token needs for POST /predict (resource server / scope)."""
+        return f"{self.project}/{API_PATH}"

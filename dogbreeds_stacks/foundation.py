@@ -10,8 +10,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.contract import PREFIXES
-from stacks.settings import Settings
+from dogbreeds_stacks.contract import PREFIXES
+from dogbreeds_stacks.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,19 @@ class FoundationStack(Stack):
             vpc=self.vpc, subnets=self.workload_subnets, key=self.key, artifacts=self.artifacts
         )
         CfnOutput(
-            self, "ArtifactBucketName", value=self.artifact_bucket.bucket_name, export_name=self.artifacts.export_name
+            self,
+            "ArtifactBucketName",
+            value=self.artifact_bucket.bucket_name,
+            export_name=self.artifacts.export_name,
+            description="Artifact bucket: data set, pretrained weights, models, checkpoints (KMS-encrypted)",
         )
-        CfnOutput(self, "KeyArn", value=self.key.key_arn)
-        CfnOutput(self, "VpcId", value=self.vpc.vpc_id)
+        CfnOutput(
+            self,
+            "KeyArn",
+            value=self.key.key_arn,
+            description="KMS key of the artifact bucket and of the jobs', notebook's and endpoint's volumes",
+        )
+        CfnOutput(self, "VpcId", value=self.vpc.vpc_id, description="VPC of the jobs, notebook, endpoint and Lambda")
 
     def _buckets(self, s: Settings, removal: RemovalPolicy) -> tuple[s3.Bucket, s3.Bucket]:
         """The access-log bucket (SSE-S3: S3 delivers access logs only there) and the KMS-encrypted artifacts."""

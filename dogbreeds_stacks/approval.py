@@ -26,10 +26,10 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from stacks.constructs.iam import Permissions
-from stacks.constructs.logs import log_retention
-from stacks.nag import acknowledge
-from stacks.settings import Settings
+from dogbreeds_stacks.constructs.iam import Permissions
+from dogbreeds_stacks.constructs.logs import log_retention
+from dogbreeds_stacks.nag import acknowledge
+from dogbreeds_stacks.settings import Settings
 
 LIST_MODEL_PACKAGES = "arn:aws:states:::aws-sdk:sagemaker:listModelPackages"
 SSM_PUT_PARAMETER = "arn:aws:states:::aws-sdk:ssm:putParameter"

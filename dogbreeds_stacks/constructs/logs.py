@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import aws_logs as logs
 
-from stacks.settings import RETENTION_NAMES, Settings
+from dogbreeds_stacks.settings import RETENTION_NAMES, Settings
 
 
 def log_retention(settings: Settings) -> logs.RetentionDays:

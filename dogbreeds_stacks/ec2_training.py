@@ -16,12 +16,12 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from stacks.constructs.code_asset import TrainingCodeAsset
-from stacks.constructs.iam import Permissions, allow_bucket_prefixes, allow_key_use
-from stacks.contract import PREFIXES, training_hyperparameters
-from stacks.foundation import Foundation
-from stacks.nag import acknowledge
-from stacks.settings import TRAINING_HYPERPARAMETERS, Settings
+from dogbreeds_stacks.constructs.code_asset import TrainingCodeAsset
+from dogbreeds_stacks.constructs.iam import Permissions, allow_bucket_prefixes, allow_key_use
+from dogbreeds_stacks.contract import PREFIXES, training_hyperparameters
+from dogbreeds_stacks.foundation import Foundation
+from dogbreeds_stacks.nag import acknowledge
+from dogbreeds_stacks.settings import TRAINING_HYPERPARAMETERS, Settings
 
 USER_DATA_TEMPLATE = Path(__file__).parent / "scripts" / "ec2_train.sh"
 ROOT_DEVICE = "/dev/xvda"  # the Amazon Linux 2023 Deep Learning AMI's root device
@@ -128,9 +128,19 @@ class Ec2TrainingStack(Stack):
             "the instance terminates itself when training ends; termination protection would also block "
             "cdk destroy of a run that is still going",
         )
-        CfnOutput(self, "InstanceId", value=self.instance.instance_id)
+        CfnOutput(
+            self,
+            "InstanceId",
+            value=self.instance.instance_id,
+            description="EC2 instance of this training run (it terminates itself when done; Session Manager to log in)",
+        )
         # The object key in the artifact bucket (the foundation stack outputs the bucket's name).
-        CfnOutput(self, "ModelKey", value=f"{PREFIXES.ec2_models}{s.ec2_training_run_id}/model.tar.gz")
+        CfnOutput(
+            self,
+            "ModelKey",
+            value=f"{PREFIXES.ec2_models}{s.ec2_training_run_id}/model.tar.gz",
+            description="Key of this run's model.tar.gz in the artifact bucket (the foundation's ArtifactBucketName)",
+        )
 
     def _permissions(self, f: Foundation, role: iam.Role) -> Permissions:
         p = Permissions(self, "Policy", role=role)

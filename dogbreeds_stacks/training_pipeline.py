@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from stacks.contract import training_hyperparameters
-from stacks.instances import LOCAL_STORAGE_PATTERN
-from stacks.settings import Settings, instance_types
+from dogbreeds_stacks.contract import training_hyperparameters
+from dogbreeds_stacks.instances import LOCAL_STORAGE_PATTERN
+from dogbreeds_stacks.settings import Settings, instance_types
 
 # What the execution input may carry; anything else is refused before a job starts.
 INPUT_FIELDS = ("tune", "instance_count", "instance_type", "epochs", "use_spot", "hyperparameters")

@@ -12,9 +12,9 @@ from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from stacks.approval import ApprovalRecorder, RecorderResources
-from stacks.constructs.code_asset import TrainingCodeAsset
-from stacks.constructs.iam import (
+from dogbreeds_stacks.approval import ApprovalRecorder, RecorderResources
+from dogbreeds_stacks.constructs.code_asset import TrainingCodeAsset
+from dogbreeds_stacks.constructs.iam import (
     Permissions,
     allow_bucket_prefixes,
     allow_image_pull,
@@ -23,14 +23,14 @@ from stacks.constructs.iam import (
     allow_sagemaker_metrics,
     allow_vpc_interfaces,
 )
-from stacks.constructs.logs import log_retention
-from stacks.contract import NOT_APPROVED, PREFIXES, load_metrics_module, model_environment
-from stacks.foundation import Foundation
-from stacks.images import pytorch_image
-from stacks.instances import family
-from stacks.nag import acknowledge
-from stacks.settings import Settings, instance_types
-from stacks.training_pipeline import MODEL_QUALITY_FILE, PipelineResources, definition
+from dogbreeds_stacks.constructs.logs import log_retention
+from dogbreeds_stacks.contract import NOT_APPROVED, PREFIXES, load_metrics_module, model_environment
+from dogbreeds_stacks.foundation import Foundation
+from dogbreeds_stacks.images import pytorch_image
+from dogbreeds_stacks.instances import family
+from dogbreeds_stacks.nag import acknowledge
+from dogbreeds_stacks.settings import Settings, instance_types
+from dogbreeds_stacks.training_pipeline import MODEL_QUALITY_FILE, PipelineResources, definition
 
 
 class TrainingStack(Stack):
@@ -124,11 +124,31 @@ class TrainingStack(Stack):
         )
         self.approval_recorder.node.add_dependency(self.model_package_group)
 
-        CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
-        CfnOutput(self, "ExecutionRoleArn", value=self.execution_role.role_arn)
-        CfnOutput(self, "CodeUri", value=self.code.s3_url)
-        CfnOutput(self, "ModelPackageGroupName", value=names.model_package_group)
-        CfnOutput(self, "ApprovedPackageParameterName", value=names.approved_package_parameter)
+        CfnOutput(
+            self,
+            "StateMachineArn",
+            value=self.state_machine.state_machine_arn,
+            description="The training pipeline (tuning, DDP training, quality gate, registry): dogbreeds train",
+        )
+        CfnOutput(
+            self,
+            "ExecutionRoleArn",
+            value=self.execution_role.role_arn,
+            description="Role of the SageMaker training and tuning jobs",
+        )
+        CfnOutput(self, "CodeUri", value=self.code.s3_url, description="S3 URI of the training/ code package (tar.gz)")
+        CfnOutput(
+            self,
+            "ModelPackageGroupName",
+            value=names.model_package_group,
+            description="Model Registry group: one version per trained model (dogbreeds models)",
+        )
+        CfnOutput(
+            self,
+            "ApprovedPackageParameterName",
+            value=names.approved_package_parameter,
+            description="SSM parameter holding the latest approved model package's ARN (the endpoint serves it)",
+        )
 
     def _state_machine(self, s: Settings, f: Foundation, resources: PipelineResources) -> sfn.StateMachine:
         log_group = logs.LogGroup(

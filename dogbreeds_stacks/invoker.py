@@ -1,8 +1,9 @@
-"""The invoker Lambda: private subnets, HTTPS-only egress, a private path to the endpoint, least privilege.
+"""The invoker Lambda: private subnets, HTTPS-only egress, a private path to the endpoint, least privilege;
+and the REST API in front of it (dogbreeds_stacks/api.py), the only way in besides lambda:InvokeFunction.
 
-It takes ``{"url": ...}`` or ``{"image_base64": ...}`` (also inside an API Gateway or function URL
-proxy event), fetches URLs itself behind SSRF guards, and calls the endpoint through an interface
-VPC endpoint for sagemaker.runtime, so inference traffic never leaves the VPC.
+It takes ``{"url": ...}`` or ``{"image_base64": ...}`` (directly, or inside the REST API's proxy event,
+also as a raw image body), fetches URLs itself behind SSRF guards, and calls the endpoint through an
+interface VPC endpoint for sagemaker.runtime, so inference traffic never leaves the VPC.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.constructs.iam import LAMBDA_INTERFACES, Permissions, allow_vpc_interfaces
-from stacks.constructs.logs import log_retention
-from stacks.contract import lambda_environment
-from stacks.foundation import Foundation
-from stacks.nag import acknowledge_wildcards
-from stacks.names import LAMBDA_ALIAS
-from stacks.settings import Settings
+from dogbreeds_stacks.api import PredictApi
+from dogbreeds_stacks.constructs.iam import LAMBDA_INTERFACES, Permissions, allow_vpc_interfaces
+from dogbreeds_stacks.constructs.logs import log_retention
+from dogbreeds_stacks.contract import lambda_environment
+from dogbreeds_stacks.foundation import Foundation
+from dogbreeds_stacks.nag import acknowledge_wildcards
+from dogbreeds_stacks.names import LAMBDA_ALIAS
+from dogbreeds_stacks.settings import Settings
 
 LAMBDA_SOURCE = Path(__file__).resolve().parent.parent / "lambda_src"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -67,8 +69,53 @@ class InvokerStack(Stack):
             )
             scaling.scale_on_utilization(utilization_target=s.lambda_provisioned_utilization_target)
 
-        CfnOutput(self, "FunctionName", value=s.names.lambda_function)
-        CfnOutput(self, "AliasArn", value=self.alias.function_arn)
+        self.api = PredictApi(self, "PredictApi", settings=s, function=self.alias)
+
+        CfnOutput(self, "FunctionName", value=s.names.lambda_function, description="The invoker Lambda function")
+        CfnOutput(
+            self,
+            "AliasArn",
+            value=self.alias.function_arn,
+            description=f"The function's {LAMBDA_ALIAS} alias (provisioned concurrency), which the API invokes",
+        )
+        self._api_outputs(s)
+
+    def _api_outputs(self, s: Settings) -> None:
+        """What a client needs: the URL, and per api_auth what it authenticates with (dogbreeds predict reads them)."""
+        how = {
+            "iam": "signed with SigV4 for the service execute-api by an IAM principal allowed execute-api:Invoke",
+            "cognito": "with an access token of the user pool (client-credentials grant, scope "
+            f"{s.names.api_oauth_scope}) in the Authorization header",
+            "api_key": "with the API key (ApiKeyId) in the x-api-key header",
+        }[s.api_auth]
+        CfnOutput(
+            self,
+            "PredictUrl",
+            value=self.api.url,
+            description=f"POST an image (raw bytes, or JSON url / image_base64) here, {how}",
+        )
+        CfnOutput(self, "RestApiId", value=self.api.api.rest_api_id, description="The REST API in front of the Lambda")
+        if s.api_auth == "api_key":
+            CfnOutput(
+                self,
+                "ApiKeyId",
+                value=self.api.api_key.key_id,
+                description="The client API key: aws apigateway get-api-key --include-value --api-key <id>",
+            )
+        if s.api_auth == "cognito":
+            CfnOutput(self, "UserPoolId", value=self.api.user_pool.user_pool_id, description="The API's client pool")
+            CfnOutput(
+                self,
+                "UserPoolClientId",
+                value=self.api.cognito_client.user_pool_client_id,
+                description="The app client whose secret gets access tokens (client-credentials grant)",
+            )
+            CfnOutput(
+                self,
+                "TokenUrl",
+                value=self.api.cognito_domain.base_url() + "/oauth2/token",
+                description="The user pool's OAuth 2.0 token endpoint",
+            )
 
     def _network(self, s: Settings, f: Foundation, endpoint_arn: str) -> ec2.SecurityGroup:
         """The function's security group (HTTPS out) and the private sagemaker.runtime endpoint."""

@@ -14,10 +14,23 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from stacks.settings import Settings
+    from dogbreeds_stacks.settings import Settings
 
+
+def _checkout() -> Path | None:
+    """The app's checkout, when these modules run from one (an editable install, the tests, ``cdk synth``)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "cdk.json").is_file() and (root / "training").is_dir() else None
+
+
+# The checkout, or None for a wheel installed away from it: then cdk.json (the settings' defaults) and
+# training/'s modules are read from the copies the wheel carries (setup.py), and the commands that need the
+# checkout itself (`npx cdk` runs there) say so.
+CHECKOUT = _checkout()
+SOURCE = CHECKOUT or Path(__file__).resolve().parent / "bundled"
+CDK_JSON = SOURCE / "cdk.json"
 # The training/ code package (train.py, inference.py, metrics.py, ...): not a Python package.
-CODE_DIR = Path(__file__).resolve().parent.parent / "training"
+CODE_DIR = SOURCE / "training"
 
 
 @dataclass(frozen=True)
@@ -98,4 +111,6 @@ def lambda_environment(settings: Settings) -> dict[str, str]:
         "FETCH_TIMEOUT_SECONDS": str(s.lambda_fetch_timeout_seconds),
         "ENDPOINT_TIMEOUT_SECONDS": str(s.lambda_endpoint_timeout_seconds),
         "ENDPOINT_MAX_ATTEMPTS": str(s.lambda_endpoint_max_attempts),
+        # How long API Gateway waits for the function: a retry that would end later is not started.
+        "API_TIMEOUT_SECONDS": str(s.api_integration_timeout_seconds),
     }

@@ -18,21 +18,23 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from stacks.constructs.iam import (
+from dogbreeds_stacks.constructs.iam import (
     Permissions,
     allow_image_pull,
     allow_key_use,
     allow_sagemaker_metrics,
     allow_vpc_interfaces,
 )
-from stacks.contract import NOT_APPROVED, PREFIXES, model_environment
-from stacks.foundation import Foundation
-from stacks.images import pytorch_image
-from stacks.instances import has_local_storage
-from stacks.names import LAMBDA_ALIAS
-from stacks.settings import Settings
+from dogbreeds_stacks.contract import NOT_APPROVED, PREFIXES, model_environment
+from dogbreeds_stacks.foundation import Foundation
+from dogbreeds_stacks.images import pytorch_image
+from dogbreeds_stacks.instances import has_local_storage
+from dogbreeds_stacks.names import LAMBDA_ALIAS
+from dogbreeds_stacks.settings import Settings
 
 VARIANT = "AllTraffic"
+# Where SageMaker puts an endpoint's instance metrics (GPU, CPU, memory, disk); invocations are in AWS/SageMaker.
+INSTANCE_NAMESPACE = "/aws/sagemaker/Endpoints"
 # The old fleet of a blue/green update serves on for this long while the rollback alarms watch the new one.
 BLUE_GREEN_WAIT_SECONDS = 600
 # The CloudFormation parameter that reads the approved package's ARN from SSM on every deploy.
@@ -76,6 +78,11 @@ def served_package(stack: Stack, settings: Settings) -> str:
     return parameter.value_as_string
 
 
+def dashboard_url(name: str) -> str:
+    """The dashboard in the CloudWatch console of the stack's region (the aws partition's console)."""
+    return f"https://{Aws.REGION}.console.aws.amazon.com/cloudwatch/home?region={Aws.REGION}#dashboards:name={name}"
+
+
 class EndpointStack(Stack):
     """SageMaker model (network-isolated, in the VPC), endpoint config, endpoint, scaling, alarms."""
 
@@ -108,21 +115,53 @@ class EndpointStack(Stack):
         resource_id, policy = self._autoscaling(s)
         self.dashboard = self._dashboard(s)
 
-        CfnOutput(self, "EndpointName", value=s.endpoint_name)
+        CfnOutput(
+            self,
+            "EndpointName",
+            value=s.endpoint_name,
+            description="The real-time endpoint (its name stays across updates)",
+        )
         # An instance-type change needs the variant deregistered from autoscaling around the deploy (SageMaker
         # refuses it otherwise, and CloudFormation cannot deregister): `dogbreeds resize-endpoint` does that and
         # registers it again under these names, the ones this stack's resources have.
-        CfnOutput(self, "ScalableTargetResourceId", value=resource_id)
+        CfnOutput(
+            self,
+            "ScalableTargetResourceId",
+            value=resource_id,
+            description="Application Auto Scaling resource ID of the endpoint's variant (dogbreeds resize-endpoint)",
+        )
         CfnOutput(
             self,
             "ScalingPolicyName",
             value=policy.node.default_child.policy_name,  # a name CDK derives from the construct path
+            description="The variant's target-tracking scaling policy (dogbreeds resize-endpoint registers it again)",
         )
-        CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name)
+        CfnOutput(
+            self,
+            "DashboardName",
+            value=self.dashboard.dashboard_name,
+            description="CloudWatch dashboard of the endpoint's instances and traffic and of the invoker Lambda",
+        )
+        CfnOutput(
+            self,
+            "DashboardUrl",
+            value=dashboard_url(self.dashboard.dashboard_name),
+            description="The dashboard in the CloudWatch console",
+        )
         # What is served, and the config the endpoint should run: after a deploy, an endpoint whose
         # DescribeEndpoint names another config has rolled the update back (the stack still reports success).
-        CfnOutput(self, "ModelPackageArn", value=self.package_arn)
-        CfnOutput(self, "EndpointConfigName", value=self.config.attr_endpoint_config_name)
+        CfnOutput(
+            self,
+            "ModelPackageArn",
+            value=self.package_arn,
+            description="The model package version the endpoint serves (its training job is in the registry)",
+        )
+        CfnOutput(
+            self,
+            "EndpointConfigName",
+            value=self.config.attr_endpoint_config_name,
+            description="The endpoint config this deploy set; an endpoint running another one has rolled back",
+        )
 
     def _model(self, s: Settings, f: Foundation, package_arn: str) -> sagemaker.CfnModel:
         # The package names the image; the role may pull from its repository (the same for CPU and GPU tags).
@@ -242,13 +281,17 @@ class EndpointStack(Stack):
 
     # --- alarms and dashboard --------------------------------------------------------------------
 
-    def _metric(self, name: str, statistic: str, period_seconds: int = 60) -> cloudwatch.Metric:
+    def _metric(
+        self, name: str, statistic: str, period_seconds: int = 60, *, namespace: str = "AWS/SageMaker", label: str = ""
+    ) -> cloudwatch.Metric:
+        """A metric of the variant: invocations in AWS/SageMaker, instance utilization in INSTANCE_NAMESPACE."""
         return cloudwatch.Metric(
-            namespace="AWS/SageMaker",
+            namespace=namespace,
             metric_name=name,
             dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT},
             statistic=statistic,
             period=Duration.seconds(period_seconds),
+            label=label or None,
         )
 
     def _alarms(self, s: Settings) -> list[cloudwatch.Alarm]:
@@ -301,6 +344,10 @@ class EndpointStack(Stack):
         ]
 
     def _dashboard(self, s: Settings) -> cloudwatch.Dashboard:
+        """One screen for serving: the endpoint's traffic, latency and errors, its instances (GPU, CPU, memory),
+        the rollback alarms, then the invoker Lambda. Utilization is per instance, averaged over the variant's
+        instances (the busiest one beside it for the GPU); CPU and GPU utilization add up the instance's vCPUs and
+        GPUs (200% is two of them busy). A CPU instance type has no GPU metrics: those graphs stay empty."""
         function = s.names.lambda_function  # known here, so the dashboard needs no reference to its stack
 
         def lambda_metric(name: str, statistic: str) -> cloudwatch.Metric:
@@ -312,47 +359,77 @@ class EndpointStack(Stack):
                 period=Duration.minutes(1),
             )
 
+        def instance(name: str, statistic: str = "Average", label: str = "") -> cloudwatch.Metric:
+            return self._metric(name, statistic, namespace=INSTANCE_NAMESPACE, label=label)
+
+        def graph(
+            title: str, left: list[cloudwatch.IMetric], right: list[cloudwatch.IMetric] = (), unit: str = ""
+        ) -> cloudwatch.GraphWidget:
+            axis = cloudwatch.YAxisProps(label=unit, show_units=False) if unit else None
+            return cloudwatch.GraphWidget(title=title, left=left, right=list(right), left_y_axis=axis, width=6)
+
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=s.names.dashboard)
         dashboard.add_widgets(
-            cloudwatch.GraphWidget(
-                title="Endpoint invocations",
-                left=[self._metric("Invocations", "Sum"), self._metric("InvocationsPerInstance", "Sum")],
-                width=8,
+            graph(
+                "Endpoint invocations (per minute)",
+                [self._metric("Invocations", "Sum"), self._metric("InvocationsPerInstance", "Sum")],
             ),
-            cloudwatch.GraphWidget(
-                title="Endpoint latency (microseconds)",
-                left=[self._metric("ModelLatency", "p50"), self._metric("ModelLatency", "p90")],
-                right=[self._metric("OverheadLatency", "p90")],
-                width=8,
+            graph(
+                "Model latency (microseconds)",
+                [self._metric("ModelLatency", "p50"), self._metric("ModelLatency", "p90")],
+                unit="µs",
             ),
-            cloudwatch.GraphWidget(
-                title="Endpoint errors",
-                left=[
+            graph(
+                "Overhead latency (microseconds)",
+                [self._metric("OverheadLatency", "p50"), self._metric("OverheadLatency", "p90")],
+                unit="µs",
+            ),
+            graph(
+                "Endpoint errors (per minute)",
+                [
                     self._metric("Invocation4XXErrors", "Sum"),
                     self._metric("Invocation5XXErrors", "Sum"),
                     self._metric("InvocationModelErrors", "Sum"),
                 ],
-                width=8,
             ),
-            cloudwatch.AlarmStatusWidget(title="Rollback alarms", alarms=self.alarms, width=24, height=3),
-            cloudwatch.GraphWidget(
-                title="Lambda invocations and errors",
-                left=[lambda_metric("Invocations", "Sum"), lambda_metric("Errors", "Sum")],
-                right=[lambda_metric("Throttles", "Sum")],
-                width=8,
+        )
+        dashboard.add_widgets(
+            graph(
+                "GPU utilization (% per instance, 100 per GPU)",
+                [instance("GPUUtilization", label="average"), instance("GPUUtilization", "Maximum", "busiest")],
+                unit="%",
             ),
-            cloudwatch.GraphWidget(
-                title="Lambda duration (ms)",
-                left=[lambda_metric("Duration", "p50"), lambda_metric("Duration", "p90")],
-                width=8,
-            ),
-            cloudwatch.GraphWidget(
-                title="Lambda concurrency",
-                left=[
-                    lambda_metric("ConcurrentExecutions", "Maximum"),
-                    lambda_metric("ProvisionedConcurrencyUtilization", "Maximum"),
+            graph(
+                "GPU memory (% per instance, 100 per GPU)",
+                [
+                    instance("GPUMemoryUtilization", label="average"),
+                    instance("GPUMemoryUtilization", "Maximum", "busiest"),
                 ],
-                width=8,
+                unit="%",
+            ),
+            graph(
+                "CPU, memory and disk (% per instance; CPU 100 per vCPU)",
+                [instance("CPUUtilization"), instance("MemoryUtilization"), instance("DiskUtilization")],
+                unit="%",
+            ),
+            graph(
+                "Endpoint concurrency",
+                [self._metric("ConcurrentRequestsPerModel", "Maximum", label="concurrent requests per model")],
+            ),
+        )
+        dashboard.add_widgets(
+            cloudwatch.AlarmStatusWidget(title="Rollback alarms", alarms=self.alarms, width=24, height=3),
+        )
+        dashboard.add_widgets(
+            graph(
+                "Lambda invocations and errors", [lambda_metric("Invocations", "Sum"), lambda_metric("Errors", "Sum")]
+            ),
+            graph("Lambda throttles", [lambda_metric("Throttles", "Sum")]),
+            graph("Lambda duration (ms)", [lambda_metric("Duration", "p50"), lambda_metric("Duration", "p90")]),
+            graph(
+                "Lambda concurrency",
+                [lambda_metric("ConcurrentExecutions", "Maximum")],
+                right=[lambda_metric("ProvisionedConcurrencyUtilization", "Maximum")],
             ),
         )
         return dashboard

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from aws_cdk import Aws, CfnMapping, Fn, Stack
 
-from stacks.instances import is_gpu
-from stacks.versions import pytorch_config
+from dogbreeds_stacks.instances import is_gpu
+from dogbreeds_stacks.versions import pytorch_config
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from stacks.constructs.iam import Permissions, allow_bucket_prefixes, allow_key_use, allow_vpc_interfaces
-from stacks.contract import PREFIXES
-from stacks.foundation import Foundation
-from stacks.settings import Settings
+from dogbreeds_stacks.constructs.iam import Permissions, allow_bucket_prefixes, allow_key_use, allow_vpc_interfaces
+from dogbreeds_stacks.contract import PREFIXES
+from dogbreeds_stacks.foundation import Foundation
+from dogbreeds_stacks.settings import Settings
 
 AUTOSTOP_SCRIPT = Path(__file__).parent / "scripts" / "notebook_autostop.py"
 LIFECYCLE_SCRIPT_LIMIT = 16384  # characters of base64, per SageMaker's NotebookInstanceLifecycleHook
@@ -146,7 +146,12 @@ class NotebookStack(Stack):
         )
         # The role's policy must exist before the instance starts and runs its lifecycle script.
         self.notebook.node.add_dependency(permissions.policy)
-        CfnOutput(self, "NotebookName", value=names.notebook)
+        CfnOutput(
+            self,
+            "NotebookName",
+            value=names.notebook,
+            description="SageMaker notebook instance (stops itself when idle)",
+        )
 
     def _permissions(
         self,
@@ -175,7 +180,11 @@ class NotebookStack(Stack):
         )
         p.allow(
             "WatchJobs",
-            ["sagemaker:DescribeTrainingJob", "sagemaker:DescribeHyperParameterTuningJob"],
+            [
+                "sagemaker:DescribeTrainingJob",
+                "sagemaker:DescribeHyperParameterTuningJob",
+                "sagemaker:ListTrainingJobsForHyperParameterTuningJob",  # dogbreeds train's table of trials
+            ],
             [
                 p.arn("sagemaker", "training-job", f"{names.job_name_prefix}-*"),
                 p.arn("sagemaker", "hyper-parameter-tuning-job", f"{names.job_name_prefix}-*"),

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks
 
-from stacks.ec2_training import Ec2TrainingStack
-from stacks.endpoint import EndpointStack
-from stacks.foundation import FoundationStack
-from stacks.invoker import InvokerStack
-from stacks.notebook import NotebookStack
-from stacks.settings import Settings
-from stacks.training import TrainingStack
+from dogbreeds_stacks.ec2_training import Ec2TrainingStack
+from dogbreeds_stacks.endpoint import EndpointStack
+from dogbreeds_stacks.foundation import FoundationStack
+from dogbreeds_stacks.invoker import InvokerStack
+from dogbreeds_stacks.notebook import NotebookStack
+from dogbreeds_stacks.settings import Settings
+from dogbreeds_stacks.training import TrainingStack
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,8 @@ def build(app: App, settings: Settings, *, env: Environment | None = None) -> Ap
         app,
         name("invoker"),
         endpoint_arn=endpoint.endpoint_arn,
-        description="Dog-breed classifier: the least-privilege Lambda that calls the endpoint",
+        description="Dog-breed classifier: the least-privilege Lambda that calls the endpoint, and the REST API "
+        "in front of it",
         **shared,
     )
     invoker.add_stack_dependency(endpoint, "the Lambda calls the endpoint")

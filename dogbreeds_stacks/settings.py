@@ -15,17 +15,17 @@ import difflib
 import functools
 import ipaddress
 import json
+import math
 import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stacks.contract import DOG_BREEDS, training_hyperparameters
-from stacks.names import Names
-from stacks.versions import dlami_torch_minor, torch_minor, with_dlami_torch
-
-CDK_JSON = Path(__file__).resolve().parent.parent / "cdk.json"
+from dogbreeds_stacks.api_contract import MAX_INTEGRATION_TIMEOUT_SECONDS
+from dogbreeds_stacks.contract import CDK_JSON, DOG_BREEDS, training_hyperparameters
+from dogbreeds_stacks.names import Names
+from dogbreeds_stacks.versions import dlami_torch_minor, torch_minor, with_dlami_torch
 
 # Values CloudWatch Logs accepts for a log group's retention, in days, with the CDK's names for them.
 RETENTION_NAMES = {
@@ -45,6 +45,19 @@ RUN_ID = re.compile(r"^[A-Za-z0-9-]{1,32}$")
 PROJECT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,19}$")
 # model_approval: what a model that passes the quality gate is registered as.
 MODEL_APPROVAL = ("manual", "auto")
+# api_auth: how clients of the REST API authenticate.
+API_AUTH = ("iam", "cognito", "api_key")
+# The derived API rate: SageMaker's load-testing guide sets the scaling target at MAX_RPS x SAFETY_FACTOR, starting
+# from a factor of 0.5, so an instance serves about twice its target before its latency climbs. A fleet at its
+# maximum capacity therefore takes about 2 x endpoint_max_capacity x target / 60 requests per second.
+API_CAPACITY_HEADROOM = 2
+# API Gateway's account-level throttle in most regions (requests per second, burst): a stage cannot exceed it.
+API_ACCOUNT_RATE_LIMIT = 10_000
+API_ACCOUNT_BURST_LIMIT = 5_000
+# A WAF rate-based rule's limit (requests per 5 minutes from one IP).
+WAF_RATE_LIMIT_RANGE = (10, 2_000_000_000)
+# Words a Cognito domain prefix may not contain (api_auth=cognito names its domain after project_name).
+COGNITO_RESERVED_WORDS = ("aws", "amazon", "cognito")
 
 
 @dataclass(frozen=True)
@@ -285,6 +298,53 @@ class Settings:
         )
     )
 
+    # --- the REST API in front of the Lambda -----------------------------------------------------
+    api_auth: str = field(
+        metadata=_doc(
+            "How clients authenticate to POST /predict: iam (requests signed with SigV4 by IAM principals allowed "
+            "execute-api:Invoke), cognito (an access token of the stack's Cognito user pool, client-credentials "
+            "grant) or api_key (an x-api-key header: it identifies a client of the usage plan and authenticates "
+            "nobody; for trusted clients only)."
+        )
+    )
+    api_throttle_rate_limit: int = field(
+        metadata=_doc(
+            "Requests per second the API admits, steadily (more are answered 429). 0: derived from the endpoint, "
+            "endpoint_max_capacity x endpoint_target_invocations_per_instance / 60 x 2, rounded up: SageMaker's "
+            "load-testing guide puts the scaling target at half an instance's peak, so the fleet at its maximum "
+            "serves about twice its target."
+        )
+    )
+    api_throttle_burst_limit: int = field(
+        metadata=_doc(
+            "Requests the API admits at once above the steady rate. 0: derived, lambda_reserved_concurrency (more "
+            "at once would meet the Lambda's own throttle instead of a clean 429). API Gateway applies its "
+            "throttles as best effort; the Lambda's reserved concurrency stays the hard cap."
+        )
+    )
+    api_integration_timeout_seconds: int = field(
+        metadata=_doc(
+            "Seconds API Gateway waits for the Lambda (1 to 29); the Lambda starts no endpoint retry that would "
+            "end after it, and answers 504 itself."
+        )
+    )
+    api_cloudwatch_role: bool = field(
+        metadata=_doc(
+            "Set API Gateway's CloudWatch Logs role for this account and region (AWS::ApiGateway::Account), which "
+            "the API's logs need and a new account lacks; the role is kept when the stack is deleted, as other APIs "
+            "of the account may use it. false: the account has one already (aws apigateway get-account)."
+        )
+    )
+    api_waf: bool = field(
+        metadata=_doc(
+            "Put an AWS WAF web ACL in front of the API: AWS managed rules (common attacks, known bad inputs, IP "
+            "reputation) and a rate limit per client IP (dogbreeds cost prices it)."
+        )
+    )
+    api_waf_rate_limit: int = field(
+        metadata=_doc("With api_waf: requests one client IP may send in 5 minutes before WAF answers it 429.")
+    )
+
     # ------------------------------------------------------------------------------------------
 
     @classmethod
@@ -362,13 +422,14 @@ class Settings:
             self._ec2_problems,
             self._endpoint_problems,
             self._lambda_problems,
+            self._api_problems,
         ):
             group(check)
         return check.problems
 
     def image_problems(self) -> list[str]:
         """The container versions, against sagemaker-core's tables (imported here, on first use)."""
-        from stacks.versions import framework_versions
+        from dogbreeds_stacks.versions import framework_versions
 
         check = _Checker(self)
         for key, scope in (("training_framework_version", "training"), ("inference_framework_version", "inference")):
@@ -494,6 +555,39 @@ class Settings:
                 "Lambda answers 504 itself instead of timing out."
             )
 
+    def _api_problems(self, check: _Checker) -> None:
+        check.one_of("api_auth", API_AUTH)
+        if self.api_throttle_rate_limit != 0:
+            check.between("api_throttle_rate_limit", 1, API_ACCOUNT_RATE_LIMIT)
+        if self.api_throttle_burst_limit != 0:
+            check.between("api_throttle_burst_limit", 1, API_ACCOUNT_BURST_LIMIT)
+        if self.api_burst_limit > self.lambda_reserved_concurrency:
+            check.problems.append(
+                f"api_throttle_burst_limit={self.api_throttle_burst_limit} admits {self.api_burst_limit} requests at "
+                f"once, more than lambda_reserved_concurrency={self.lambda_reserved_concurrency}: the rest would meet "
+                "the Lambda's throttle instead of the API's 429. Lower the burst, raise the reserved concurrency, or "
+                "set api_throttle_burst_limit=0 (the reserved concurrency)."
+            )
+        check.between("api_integration_timeout_seconds", 1, MAX_INTEGRATION_TIMEOUT_SECONDS)
+        one_call = self.lambda_fetch_timeout_seconds + self.lambda_endpoint_timeout_seconds + 1
+        fetch_fits_the_lambda = self.lambda_fetch_timeout_seconds < self.lambda_timeout_seconds  # else said above
+        if fetch_fits_the_lambda and 1 <= self.api_integration_timeout_seconds < one_call:
+            check.problems.append(
+                f"api_integration_timeout_seconds={self.api_integration_timeout_seconds} must be at least "
+                f"lambda_fetch_timeout_seconds={self.lambda_fetch_timeout_seconds} plus "
+                f"lambda_endpoint_timeout_seconds={self.lambda_endpoint_timeout_seconds} plus 1 s to answer "
+                f"({one_call} s): one fetch and one endpoint call must fit before API Gateway gives up."
+            )
+        check.between("api_waf_rate_limit", *WAF_RATE_LIMIT_RANGE)
+        if self.api_auth == "cognito":
+            reserved = [word for word in COGNITO_RESERVED_WORDS if word in self.project_name]
+            if reserved:
+                check.problems.append(
+                    f"project_name={_show(self.project_name)} contains {reserved[0]!r}, which a Cognito domain "
+                    "prefix may not contain; api_auth=cognito names the user pool's domain after the project: "
+                    "choose another project_name or another api_auth (iam, api_key)."
+                )
+
     def _provisioned_autoscaling_problems(self, check: _Checker) -> None:
         if self.lambda_provisioned_concurrency < 1:
             check.problems.append(
@@ -542,6 +636,19 @@ class Settings:
 
     def stack_name(self, part: str) -> str:
         return self.names.stack(part)
+
+    @property
+    def api_rate_limit(self) -> int:
+        """The API's steady requests per second: the setting, or derived from the endpoint's capacity (0)."""
+        if self.api_throttle_rate_limit:
+            return self.api_throttle_rate_limit
+        per_second = self.endpoint_max_capacity * self.endpoint_target_invocations_per_instance / 60
+        return max(1, math.ceil(round(per_second * API_CAPACITY_HEADROOM, 6)))
+
+    @property
+    def api_burst_limit(self) -> int:
+        """The API's burst: the setting, or the Lambda's reserved concurrency (0)."""
+        return self.api_throttle_burst_limit or self.lambda_reserved_concurrency
 
     @property
     def lambda_worst_case_seconds(self) -> int:
@@ -720,7 +827,7 @@ def markdown_table() -> str:
 
 
 README = CDK_JSON.parent / "README.md"
-_TABLE_MARKER = "<!-- settings table: generated by `python -m stacks.settings --write-readme` -->"
+_TABLE_MARKER = "<!-- settings table: generated by `python -m dogbreeds_stacks.settings --write-readme` -->"
 
 
 def write_readme_table(readme: Path = README) -> None:

@@ -18,8 +18,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from stacks.foundation import ArtifactBucketRef
-from stacks.nag import acknowledge, finding_resource
+from dogbreeds_stacks.foundation import ArtifactBucketRef
+from dogbreeds_stacks.nag import acknowledge, finding_resource
 
 
 class Permissions:
