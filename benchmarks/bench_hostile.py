@@ -334,6 +334,7 @@ def main(args: argparse.Namespace) -> None:
     idle = benchkit.wait_until_idle(args.wait_idle)
     log(idle)
     other_load, load_before = benchkit.OtherLoad(), benchkit.load_average()
+    calibration = benchkit.calibrate(policy=benchkit.load_policy(args))
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         model_dir = write_model_dir(Path(folder) / "model")
@@ -346,6 +347,7 @@ def main(args: argparse.Namespace) -> None:
     lambda_row = slow_model_through_the_lambda()
     setup = {
         "worker": "resnet50 (random weights, 133 classes) on the CPU, through the toolkit's HandlerService",
+        "calibration": calibration,
         "idle": idle,
         "load_before": load_before,
         "load_after": benchkit.load_average(),

@@ -96,6 +96,7 @@ def main(args: argparse.Namespace) -> None:
     log(idle)
     other_load = benchkit.OtherLoad()
     load_before = benchkit.load_average()
+    calibration = benchkit.calibrate(policy=benchkit.load_policy(args))
     steps = []
     for _ in range(synths):
         with tempfile.TemporaryDirectory() as folder:
@@ -110,6 +111,7 @@ def main(args: argparse.Namespace) -> None:
         ):
             steps.append(run_step(name, command))
     setup = {
+        "calibration": calibration,
         "idle": idle,
         "other_load": other_load.stop(),
         "load_before": load_before,

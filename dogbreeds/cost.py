@@ -3,7 +3,9 @@
 Prices come from one table, dogbreeds/prices.json, which records its region (one: us-east-1) and the date the
 prices were taken; the configuration is the settings (cdk.json, with -c overrides as for `cdk synth`).
 Per million predictions assumes the endpoint runs at its autoscaling target; it includes the REST API in
-front of the Lambda (requests, access logs, X-Ray traces) and, with api_waf, its web ACL. Training is billed
+front of the Lambda (requests, access logs, X-Ray traces) and, with api_waf, its web ACL. The endpoint's instances
+are also priced on the GPU default (ml.g4dn.xlarge) and the CPU option (ml.c7i.xlarge) side by side, each at the
+throughput its autoscaling target assumes, with where that figure comes from. Training is billed
 per run, not per month, so it is shown per instance-hour. No AWS call. --region names another region than
 the table's: refused, as that region's prices are not in the table.
 """
@@ -20,6 +22,13 @@ from pathlib import Path
 from dogbreeds.ops.aws import Aws
 from dogbreeds.ops.config import Config
 from dogbreeds.ops.errors import UsageError
+from dogbreeds_stacks.instances import (
+    CPU_SECONDS_PER_REQUEST,
+    SCALING_SAFETY_FACTOR,
+    derived_invocations_per_minute,
+    is_gpu,
+    vcpus,
+)
 from dogbreeds_stacks.settings import Settings
 
 PRICES = Path(__file__).with_name("prices.json")
@@ -33,6 +42,10 @@ WAF_RULES = 4
 # X-Ray's default sampling rule: the first request each second, then 5% of the others.
 XRAY_RESERVOIR_PER_SECOND = 1
 XRAY_FIXED_RATE = 0.05
+# The endpoint options compared beside the configuration: the GPU default and the CPU option (README: "GPU or CPU").
+COMPARED_ENDPOINT_TYPES = ("ml.g4dn.xlarge", "ml.c7i.xlarge")
+# The price table's section that dates the hosting prices added after its first date.
+ADDED_HOSTING = "sagemaker_hosting_added"
 
 
 class PriceError(KeyError):
@@ -63,12 +76,26 @@ class Line:
 
 
 @dataclass(frozen=True)
+class EndpointOption:
+    """One endpoint instance type: its instances' cost per month and per million predictions at its target."""
+
+    instance_type: str
+    configured: bool
+    hourly: float
+    invocations_per_minute: int  # the autoscaling target: the throughput assumed per instance
+    basis: str  # where that figure comes from
+    monthly: Line
+    per_million: float
+
+
+@dataclass(frozen=True)
 class Estimate:
     monthly: list[Line]
     per_million: list[Line]
     training_per_hour: list[Line]
     prices: dict
     notes: list[str] = field(default_factory=list)
+    endpoint_options: list[EndpointOption] = field(default_factory=list)
 
     @property
     def monthly_total(self) -> tuple[float, float]:
@@ -105,7 +132,47 @@ def estimate(s: Settings, prices: dict, usage: Usage = Usage()) -> Estimate:
         training_per_hour=training_lines(s, prices),
         prices=prices,
         notes=notes,
+        endpoint_options=endpoint_options(s, prices),
     )
+
+
+def throughput_basis(s: Settings, instance_type: str) -> tuple[int, str]:
+    """The invocations per minute per instance assumed for ``instance_type``, and where the figure comes from."""
+    if instance_type == s.endpoint_instance_type and s.endpoint_target_invocations_per_instance:
+        return s.endpoint_target_invocations_per_instance, "endpoint_target_invocations_per_instance, as set"
+    target = derived_invocations_per_minute(instance_type)
+    if is_gpu(instance_type):
+        return target, "the GPU default target, not a measurement (docs/benchmarks.md has no GPU figures yet)"
+    return target, (
+        f"{vcpus(instance_type)} vCPUs / {CPU_SECONDS_PER_REQUEST * 1000:.0f} ms of vCPU time per fp32 request "
+        f"(docs/benchmarks.md) x 60 x {SCALING_SAFETY_FACTOR:g}; bf16 and int8 need less"
+    )
+
+
+def endpoint_options(s: Settings, prices: dict) -> list[EndpointOption]:
+    """The configured endpoint type beside the GPU default and the CPU option, instances only."""
+    hours = prices["hours_per_month"]
+    options = []
+    for instance_type in dict.fromkeys((s.endpoint_instance_type, *COMPARED_ENDPOINT_TYPES)):
+        hourly = _price(prices, "sagemaker_hosting_per_hour", instance_type)
+        target, basis = throughput_basis(s, instance_type)
+        options.append(
+            EndpointOption(
+                instance_type=instance_type,
+                configured=instance_type == s.endpoint_instance_type,
+                hourly=hourly,
+                invocations_per_minute=target,
+                basis=basis,
+                monthly=Line(
+                    instance_type,
+                    "",
+                    s.endpoint_min_capacity * hourly * hours,
+                    s.endpoint_max_capacity * hourly * hours,
+                ),
+                per_million=hourly / (target * 60) * 1_000_000,
+            )
+        )
+    return options
 
 
 def _flat(item: str, detail: str, cost: float) -> Line:
@@ -163,7 +230,8 @@ def per_million_lines(s: Settings, prices: dict, usage: Usage) -> list[Line]:
     """What a million predictions cost at the autoscaling target: the endpoint's share, Lambda, the data."""
     lam = prices["lambda"]
     endpoint_hour = _price(prices, "sagemaker_hosting_per_hour", s.endpoint_instance_type)
-    per_instance_per_million = endpoint_hour / (s.endpoint_target_invocations_per_instance * 60) * 1_000_000
+    target, basis = throughput_basis(s, s.endpoint_instance_type)
+    per_instance_per_million = endpoint_hour / (target * 60) * 1_000_000
     duration_rate = (
         lam["duration_with_provisioned_concurrency_per_gb_second"]
         if s.lambda_provisioned_concurrency
@@ -174,7 +242,7 @@ def per_million_lines(s: Settings, prices: dict, usage: Usage) -> list[Line]:
     return [
         _flat(
             "Endpoint at the scaling target",
-            f"{s.endpoint_target_invocations_per_instance} invocations/min per {s.endpoint_instance_type}",
+            f"{target} invocations/min per {s.endpoint_instance_type}: {basis}",
             per_instance_per_million,
         ),
         _flat("Lambda requests", "per million requests", lam["requests_per_million"]),
@@ -260,9 +328,18 @@ def training_lines(s: Settings, prices: dict) -> list[Line]:
 def render(e: Estimate, region_note: str | None = None) -> str:
     p = e.prices
     out = [f"Prices: {p['region']}, {p['currency']}, as of {p['as_of']} ({PRICES.name})"]
-    dated = sorted({section["as_of"] for section in p.values() if isinstance(section, dict) and "as_of" in section})
+    dated = sorted(
+        {
+            section["as_of"]
+            for name, section in p.items()
+            if isinstance(section, dict) and "as_of" in section and name != ADDED_HOSTING
+        }
+    )
     if dated:
         out.append(f"  API Gateway, WAF, CloudWatch Logs and X-Ray prices as of {', '.join(dated)}")
+    if ADDED_HOSTING in p:
+        added = p[ADDED_HOSTING]
+        out.append(f"  SageMaker hosting prices of {', '.join(added['instance_types'])} as of {added['as_of']}")
     out.append(f"  The table covers {p['region']} only; other regions' prices differ.")
     if region_note:
         out.append(f"  {region_note}")
@@ -274,9 +351,30 @@ def render(e: Estimate, region_note: str | None = None) -> str:
     low, high = e.per_million_total
     out += [f"  {'Total':<34} {_range(Line('', '', low, high)):>22}", "", "Training, per hour of a running job"]
     out += [f"  {line.item:<34} {_range(line):>22}   {line.detail}" for line in e.training_per_hour]
+    out += render_endpoint_options(e.endpoint_options)
     if e.notes:
         out += ["", *(f"Note: {note}" for note in e.notes)]
     return "\n".join(out)
+
+
+def render_endpoint_options(options: list[EndpointOption]) -> list[str]:
+    """The endpoint's instances on a GPU or a CPU type: per month and per million predictions."""
+    if not options:
+        return []
+    out = [
+        "",
+        "Endpoint on a GPU or a CPU type: its instances only (the rest above is the same for both)",
+        f"  {'instance type':<26} {'per hour':>9} {'per month':>22} {'per million':>12}   throughput assumed per "
+        "instance (the autoscaling target)",
+    ]
+    for o in options:
+        label = f"{o.instance_type} ({'GPU' if is_gpu(o.instance_type) else 'CPU'}){' *' if o.configured else ''}"
+        out.append(
+            f"  {label:<26} {'$' + format(o.hourly, 'g'):>9} {_range(o.monthly):>22} {_money(o.per_million):>12}   "
+            f"{o.invocations_per_minute} invocations/min: {o.basis}"
+        )
+    out.append("  * configured. Per million: at the target, a fleet busy enough to stay at it; README: GPU or CPU.")
+    return out
 
 
 def _money(value: float) -> str:

@@ -12,6 +12,7 @@ from cdk_nag import AwsSolutionsChecks
 from dogbreeds_stacks.ec2_training import Ec2TrainingStack
 from dogbreeds_stacks.endpoint import EndpointStack
 from dogbreeds_stacks.foundation import FoundationStack
+from dogbreeds_stacks.instances import is_gpu
 from dogbreeds_stacks.invoker import InvokerStack
 from dogbreeds_stacks.notebook import NotebookStack
 from dogbreeds_stacks.settings import Settings
@@ -73,7 +74,8 @@ def build(app: App, settings: Settings, *, env: Environment | None = None) -> Ap
     endpoint = EndpointStack(
         app,
         name("endpoint"),
-        description="Dog-breed classifier: GPU real-time endpoint with autoscaling, alarms and dashboard",
+        description=f"Dog-breed classifier: {'GPU' if is_gpu(settings.endpoint_instance_type) else 'CPU'} real-time "
+        "endpoint with autoscaling, alarms and dashboard",
         **shared,
     )
     # The endpoint serves the latest model package approved in the training stack's registry: training first.

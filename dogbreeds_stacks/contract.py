@@ -13,6 +13,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from dogbreeds_stacks.instances import serving_environment
+
 if TYPE_CHECKING:
     from dogbreeds_stacks.settings import Settings
 
@@ -42,9 +44,14 @@ class ArtifactPrefixes:
     models: str = "models/"
     checkpoints: str = "checkpoints/"
     ec2_models: str = "ec2-models/"
+    # The backbone's features of head-only runs, one folder per content-addressed key (training/feature_store.py).
+    features: str = "features/"
 
 
 PREFIXES = ArtifactPrefixes()
+
+# The training pipeline's state whose training job stores the features every head-only trial reads (not a model).
+FEATURE_EXTRACTION_STATE = "Extract features"
 
 # What the approved-package parameter holds until a model package has been approved: the endpoint stack
 # refuses to deploy while it is there (a CloudFormation rule, checked before any resource).
@@ -98,6 +105,9 @@ def model_environment(settings: Settings, region: str) -> dict[str, str]:
         "TOP_K": str(settings.top_k),
         "MAX_DECODE_BYTES": str(settings.endpoint_max_decode_mb * 1024 * 1024),
         "MAX_JPEG_SCANS": str(settings.endpoint_max_jpeg_scans),
+        "INFERENCE_PRECISION": settings.inference_precision,
+        # On a CPU type: the model server's workers and each one's OpenMP threads, workers x threads = the vCPUs.
+        **serving_environment(settings.endpoint_instance_type),
     }
 
 

@@ -1,4 +1,4 @@
-"""The GPU real-time endpoint: model, endpoint config, a stable endpoint, autoscaling, alarms, dashboard.
+"""The real-time endpoint (GPU or CPU): model, endpoint config, a stable endpoint, autoscaling, alarms, dashboard.
 
 The endpoint serves a version of the Model Registry group (a model package), so what is served is traceable
 to its package and training job: the latest approved version, whose ARN the training stack records in an
@@ -28,7 +28,7 @@ from dogbreeds_stacks.constructs.iam import (
 from dogbreeds_stacks.contract import NOT_APPROVED, PREFIXES, model_environment
 from dogbreeds_stacks.foundation import Foundation
 from dogbreeds_stacks.images import pytorch_image
-from dogbreeds_stacks.instances import has_local_storage
+from dogbreeds_stacks.instances import has_local_storage, is_gpu
 from dogbreeds_stacks.names import LAMBDA_ALIAS
 from dogbreeds_stacks.settings import Settings
 
@@ -231,7 +231,7 @@ class EndpointStack(Stack):
         target.node.add_dependency(self.endpoint)
         policy = target.scale_to_track_metric(
             "InvocationsPerInstance",
-            target_value=s.endpoint_target_invocations_per_instance,
+            target_value=s.endpoint_scaling_target,
             predefined_metric=autoscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
             scale_in_cooldown=Duration.seconds(s.endpoint_scale_in_cooldown_seconds),
             scale_out_cooldown=Duration.seconds(s.endpoint_scale_out_cooldown_seconds),
@@ -347,7 +347,7 @@ class EndpointStack(Stack):
         """One screen for serving: the endpoint's traffic, latency and errors, its instances (GPU, CPU, memory),
         the rollback alarms, then the invoker Lambda. Utilization is per instance, averaged over the variant's
         instances (the busiest one beside it for the GPU); CPU and GPU utilization add up the instance's vCPUs and
-        GPUs (200% is two of them busy). A CPU instance type has no GPU metrics: those graphs stay empty."""
+        GPUs (200% is two of them busy). A CPU instance type has no GPU metrics: its dashboard has no GPU graphs."""
         function = s.names.lambda_function  # known here, so the dashboard needs no reference to its stack
 
         def lambda_metric(name: str, statistic: str) -> cloudwatch.Metric:
@@ -393,7 +393,7 @@ class EndpointStack(Stack):
                 ],
             ),
         )
-        dashboard.add_widgets(
+        gpu_graphs = [
             graph(
                 "GPU utilization (% per instance, 100 per GPU)",
                 [instance("GPUUtilization", label="average"), instance("GPUUtilization", "Maximum", "busiest")],
@@ -407,6 +407,9 @@ class EndpointStack(Stack):
                 ],
                 unit="%",
             ),
+        ]
+        dashboard.add_widgets(
+            *(gpu_graphs if is_gpu(s.endpoint_instance_type) else []),
             graph(
                 "CPU, memory and disk (% per instance; CPU 100 per vCPU)",
                 [instance("CPUUtilization"), instance("MemoryUtilization"), instance("DiskUtilization")],

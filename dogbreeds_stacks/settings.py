@@ -24,6 +24,7 @@ from pathlib import Path
 
 from dogbreeds_stacks.api_contract import MAX_INTEGRATION_TIMEOUT_SECONDS
 from dogbreeds_stacks.contract import CDK_JSON, DOG_BREEDS, training_hyperparameters
+from dogbreeds_stacks.instances import derived_invocations_per_minute, is_gpu, serving_problem
 from dogbreeds_stacks.names import Names
 from dogbreeds_stacks.versions import dlami_torch_minor, torch_minor, with_dlami_torch
 
@@ -245,11 +246,21 @@ class Settings:
     inference_framework_version: str = field(
         metadata=_doc("PyTorch inference Deep Learning Container version (as in sagemaker-core's tables).")
     )
-    endpoint_instance_type: str = field(metadata=_doc("Endpoint instance type (a GPU type by default)."))
+    endpoint_instance_type: str = field(
+        metadata=_doc(
+            "Endpoint instance type: an NVIDIA GPU type (the default) or an x86 CPU type such as ml.c7i.xlarge; it "
+            "picks the serving image (GPU or CPU build) when a model is registered, and on a CPU type the model "
+            "server's workers and threads (workers x threads = the vCPUs)."
+        )
+    )
     endpoint_min_capacity: int = field(metadata=_doc("Autoscaling minimum (also the initial instance count)."))
     endpoint_max_capacity: int = field(metadata=_doc("Autoscaling maximum instance count."))
     endpoint_target_invocations_per_instance: int = field(
-        metadata=_doc("Target of SageMakerVariantInvocationsPerInstance (invocations per minute per instance).")
+        metadata=_doc(
+            "Target of SageMakerVariantInvocationsPerInstance (invocations per minute per instance). 0: derived "
+            "from endpoint_instance_type: 70 on a GPU type; on a CPU type half its peak, vCPUs / 0.072 s of vCPU "
+            "time per request x 60 x 0.5 (ml.c7i.xlarge: 1666), from the fp32 request of docs/benchmarks.md."
+        )
     )
     endpoint_scale_in_cooldown_seconds: int = field(metadata=_doc("Seconds between scale-in activities."))
     endpoint_scale_out_cooldown_seconds: int = field(metadata=_doc("Seconds between scale-out activities."))
@@ -270,6 +281,14 @@ class Settings:
     endpoint_max_jpeg_scans: int = field(
         metadata=_doc(
             "Scans a JPEG may have (each is a pass over the whole image; cameras write about 10): more is a 413."
+        )
+    )
+    inference_precision: str = field(
+        metadata=_doc(
+            "What the endpoint computes in: auto (fp16 on a GPU type; on a CPU type bf16 where the CPU has native "
+            "BF16, AVX512-BF16 or AMX, else fp32), fp32, bf16, fp16 (GPU types only) or int8 (CPU types only: the "
+            "final training job also writes a statically quantized model, served when it loses at most 1 point of "
+            "test top-1 accuracy against fp32, else the endpoint serves fp32 and logs why)."
         )
     )
 
@@ -310,9 +329,9 @@ class Settings:
     api_throttle_rate_limit: int = field(
         metadata=_doc(
             "Requests per second the API admits, steadily (more are answered 429). 0: derived from the endpoint, "
-            "endpoint_max_capacity x endpoint_target_invocations_per_instance / 60 x 2, rounded up: SageMaker's "
-            "load-testing guide puts the scaling target at half an instance's peak, so the fleet at its maximum "
-            "serves about twice its target."
+            "endpoint_max_capacity x endpoint_target_invocations_per_instance (or its derived value) / 60 x 2, "
+            "rounded up: SageMaker's load-testing guide puts the scaling target at half an instance's peak, so the "
+            "fleet at its maximum serves about twice its target."
         )
     )
     api_throttle_burst_limit: int = field(
@@ -507,7 +526,8 @@ class Settings:
                 f"endpoint_min_capacity={self.endpoint_min_capacity} must not exceed "
                 f"endpoint_max_capacity={self.endpoint_max_capacity}."
             )
-        check.at_least("endpoint_target_invocations_per_instance", 1)
+        check.at_least("endpoint_target_invocations_per_instance", 0)
+        self._check_endpoint_instance_type(check)
         check.between("endpoint_scale_in_cooldown_seconds", 0, 3600)
         check.between("endpoint_scale_out_cooldown_seconds", 0, 3600)
         group = self.names.model_package_group
@@ -522,6 +542,40 @@ class Settings:
         check.between("top_k", 1, DOG_BREEDS)
         check.between("endpoint_max_decode_mb", 64, 8192)
         check.between("endpoint_max_jpeg_scans", 10, 1000)
+        self._check_inference_precision(check)
+
+    def _check_inference_precision(self, check: _Checker) -> None:
+        """One of inference.py's precisions, and one the endpoint's instance type can compute in."""
+        precisions = _TRAIN.INFERENCE_PRECISIONS
+        if self.inference_precision not in precisions:
+            check.fail("inference_precision", "one of " + ", ".join(precisions))
+            return
+        try:
+            gpu = is_gpu(self.endpoint_instance_type)
+        except ValueError:
+            return  # not an instance type: said by the instance type check
+        # int8 needs a CPU (PyTorch's x86 int8 backend runs on CPUs only), fp16 a GPU.
+        if self.inference_precision == ("int8" if gpu else "fp16"):
+            needs = "a CPU type (PyTorch's x86 int8 backend runs on CPUs only)" if gpu else "an NVIDIA GPU type"
+            kind = "an NVIDIA GPU type" if gpu else "a CPU type"
+            accepted = [p for p in precisions if p != self.inference_precision]
+            check.problems.append(
+                f"inference_precision={_show(self.inference_precision)} needs {needs}, and "
+                f"endpoint_instance_type={_show(self.endpoint_instance_type)} is {kind}: accepted with it are "
+                f"{', '.join(accepted[:-1])} and {accepted[-1]}; or choose another endpoint_instance_type."
+            )
+
+    def _check_endpoint_instance_type(self, check: _Checker) -> None:
+        """A type the botocore enum accepts may still have no PyTorch inference image (Graviton, Inferentia)."""
+        if self.endpoint_instance_type not in instance_types("endpoint_instance_type"):
+            return  # said by the enum check
+        problem = serving_problem(self.endpoint_instance_type)
+        if problem:
+            check.problems.append(
+                f"endpoint_instance_type={_show(self.endpoint_instance_type)}: {problem}. Accepted is an NVIDIA GPU "
+                "type (ml.g4dn.xlarge, ml.g5.xlarge, ...) or an x86 CPU type (ml.c7i.xlarge, ml.m7i.xlarge, "
+                "ml.c6i.xlarge, ...)."
+            )
 
     def _lambda_problems(self, check: _Checker) -> None:
         check.between("lambda_memory_mb", 128, 10240)
@@ -638,11 +692,18 @@ class Settings:
         return self.names.stack(part)
 
     @property
+    def endpoint_scaling_target(self) -> int:
+        """Invocations per minute per instance that autoscaling tracks: the setting, or derived from the type (0)."""
+        return self.endpoint_target_invocations_per_instance or derived_invocations_per_minute(
+            self.endpoint_instance_type
+        )
+
+    @property
     def api_rate_limit(self) -> int:
         """The API's steady requests per second: the setting, or derived from the endpoint's capacity (0)."""
         if self.api_throttle_rate_limit:
             return self.api_throttle_rate_limit
-        per_second = self.endpoint_max_capacity * self.endpoint_target_invocations_per_instance / 60
+        per_second = self.endpoint_max_capacity * self.endpoint_scaling_target / 60
         return max(1, math.ceil(round(per_second * API_CAPACITY_HEADROOM, 6)))
 
     @property

@@ -92,6 +92,7 @@ class TrainingStack(Stack):
             pretrained_prefix=PREFIXES.pretrained,
             models_prefix=PREFIXES.models,
             checkpoints_prefix=PREFIXES.checkpoints,
+            features_prefix=PREFIXES.features,
             role_arn=self.execution_role.role_arn,
             training_image=training_image.uri_in(self),
             tuning_image=tuning_image.uri_in(self),
@@ -193,8 +194,10 @@ class TrainingStack(Stack):
         allow_bucket_prefixes(
             p,
             f.artifacts,
-            read=[PREFIXES.datasets, PREFIXES.pretrained, PREFIXES.checkpoints],
-            write=[PREFIXES.models, PREFIXES.checkpoints],
+            # features/: the extraction step writes the shared features, the trials read them (and write them
+            # where the step did not: each key's content is the same whoever writes it).
+            read=[PREFIXES.datasets, PREFIXES.pretrained, PREFIXES.checkpoints, PREFIXES.features],
+            write=[PREFIXES.models, PREFIXES.checkpoints, PREFIXES.features],
             sid="Artifacts",
         )
         allow_key_use(p, f.key, sid="UseStackKey")

@@ -1,7 +1,8 @@
 """The training pipeline's Amazon States Language definition (JSONata), as plain data.
 
 One ``StartExecution`` runs: check the input → check the data set and the pretrained weights in S3
-→ optional hyperparameter tuning (``createHyperParameterTuningJob.sync``) → the final training job
+→ optional hyperparameter tuning (``createHyperParameterTuningJob.sync``; when only the head trains, after a
+training job that stores the backbone's features once for every trial) → the final training job
 (``createTrainingJob.sync``, N instances, torchrun on every host) → the quality gate on
 ``test_accuracy`` → the model's metrics written to S3 → the model registered as a version of the
 model package group (SageMaker Model Registry): Approved or PendingManualApproval (setting
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from dogbreeds_stacks.contract import training_hyperparameters
+from dogbreeds_stacks.contract import FEATURE_EXTRACTION_STATE, training_hyperparameters
 from dogbreeds_stacks.instances import LOCAL_STORAGE_PATTERN
 from dogbreeds_stacks.settings import Settings, instance_types
 
@@ -61,6 +62,7 @@ class PipelineResources:
     pretrained_prefix: str
     models_prefix: str
     checkpoints_prefix: str
+    features_prefix: str
     role_arn: str
     training_image: str
     tuning_image: str
@@ -136,6 +138,8 @@ def _config(s: Settings, r: PipelineResources) -> dict:
             "backbone": s.training_backbone,
             "trainable": s.training_trainable,
             "patience": s.training_patience,
+            # The final job also writes the int8 model that an int8 endpoint serves.
+            **({"quantize": "int8"} if s.inference_precision == "int8" else {}),
         },
     }
     # The toolkit reads these; sagemaker_* values never reach train.py's command line.
@@ -152,6 +156,8 @@ def _config(s: Settings, r: PipelineResources) -> dict:
         "datasetPrefix": r.dataset_prefix,
         "pretrainedPrefix": r.pretrained_prefix,
         "checkpointsPrefix": r.checkpoints_prefix,
+        # The shared feature store of head-only runs (train.py --feature-store): one extraction for all trials.
+        "featureStore": f"s3://{r.bucket_name}/{r.features_prefix}",
         "defaults": defaults,
         "jobNamePrefix": r.job_name_prefix,
         "sagemakerParameters": sagemaker_parameters,
@@ -264,9 +270,13 @@ def _tuning_states(s: Settings, r: PipelineResources) -> dict:
     return {
         "Tune?": {
             "Type": "Choice",
-            "Choices": [{"Condition": "{% $run.tune %}", "Next": "Tune hyperparameters"}],
+            "Choices": [
+                {"Condition": "{% $run.tune and $run.sharedFeatures %}", "Next": FEATURE_EXTRACTION_STATE},
+                {"Condition": "{% $run.tune %}", "Next": "Tune hyperparameters"},
+            ],
             "Default": "Train",
         },
+        FEATURE_EXTRACTION_STATE: _feature_extraction_state(s, r, vpc_config),
         "Tune hyperparameters": {
             "Type": "Task",
             "Resource": TUNING_JOB_SYNC,
@@ -327,6 +337,45 @@ def _tuning_states(s: Settings, r: PipelineResources) -> dict:
             "Catch": _job_catch(),
             "Next": "Train",
         },
+    }
+
+
+def _feature_extraction_state(s: Settings, r: PipelineResources, vpc_config: dict) -> dict:
+    """Head-only tuning: a training job that stores the backbone's train and valid features for every trial."""
+    # Why a step of its own before the tuning job, rather than a first trial that writes while the others wait:
+    # the tuner starts its trials together (up to MaxParallelTrainingJobs) and gives them no order and no way to
+    # wait, so waiting trials would pay for idle GPUs, and a failed or early-stopped first trial would leave the
+    # others to time out or extract anyway; the step also keeps the tuning job's channels and hyperparameters
+    # static. It computes the key from its channels as every trial does (train.py --extract-features) and does
+    # nothing where a former run stored the same features.
+    return {
+        "Type": "Task",
+        "Resource": TRAINING_JOB_SYNC,
+        "Comment": "The backbone's train and valid features, stored once in the feature store for every trial.",
+        "Arguments": {
+            "TrainingJobName": _job_name("features"),
+            # The trials' image and instance type: the same autocast dtype, so the same key.
+            "AlgorithmSpecification": {"TrainingImage": r.tuning_image, "TrainingInputMode": "File"},
+            "HyperParameters": "{% $merge([$run.tuningHyperParameters, {'extract_features': 'true'}]) %}",
+            "RoleArn": r.role_arn,
+            "InputDataConfig": "{% $channels %}",
+            "OutputDataConfig": {
+                "S3OutputPath": f"s3://{r.bucket_name}/{r.models_prefix}tuning/",
+                "KmsKeyId": r.key_arn,
+            },
+            "ResourceConfig": _resource_config(
+                instance_type=_js(s.tuning_instance_type),
+                instance_count="1",
+                volume_gb=s.training_volume_size_gb,
+                key_arn=r.key_arn,
+            ),
+            "StoppingCondition": {"MaxRuntimeInSeconds": s.training_max_runtime_seconds},
+            "VpcConfig": vpc_config,
+            "Tags": [{"Key": "project", "Value": s.project_name}],
+        },
+        "Retry": _job_retry(),
+        "Catch": _job_catch(),
+        "Next": "Tune hyperparameters",
     }
 
 
@@ -710,6 +759,8 @@ def _run_expression() -> str:
   $all := $merge([$d.hyperparameters, {{'epochs': $pick('epochs')}}, $given]);
   $hp := $tune ? $sift($all, function($v, $k) {{ $not($k in {_js(list(TRAIN.TUNED))}) }}) : $all;
   $runId := $substring($hash($states.context.Execution.Id, 'SHA-256'), 0, {RUN_ID_LENGTH});
+  $shared := $lookup($hp, 'trainable') = 'head' and $not($lookup($hp, 'augment') = true);
+  $store := $shared ? {{'feature_store': '"' & $config.featureStore & '"'}} : {{}};
   {{
     'tune': $tune,
     'instanceCount': $pick('instance_count'),
@@ -717,9 +768,10 @@ def _run_expression() -> str:
     'useSpot': $pick('use_spot'),
     'hyperparameters': $hp,
     'trainingHyperParameters': $merge([$config.sagemakerParameters,
-      {{'sagemaker_torch_distributed_enabled': 'true'}}, $encode($hp)]),
+      {{'sagemaker_torch_distributed_enabled': 'true'}}, $encode($hp), $store]),
     'tuningHyperParameters': $merge([$config.sagemakerParameters,
-      $encode($merge([$hp, {{'epochs': $config.tuningEpochs}}]))]),
+      $encode($merge([$hp, {{'epochs': $config.tuningEpochs, 'quantize': 'none'}}])), $store]),
+    'sharedFeatures': $shared,
     'runId': $runId
   }}
 )"""

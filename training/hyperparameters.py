@@ -12,8 +12,12 @@ from dataclasses import dataclass
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 TRAINABLE = ("head", "last_block", "all")
-# Mixed precision: train.py's --amp and inference.py's INFERENCE_AMP.
+# Mixed precision of training: train.py's --amp.
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+# Serving precision: the setting inference_precision, inference.py's INFERENCE_PRECISION, the demo's --precision.
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+# What train.py writes beside the fp32 weights at the end of training: nothing, or an int8 model (quantize.py).
+QUANTIZE = ("none", "int8")
 
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
 
@@ -166,6 +170,13 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
             "auto",
             "random resized crops and horizontal flips of the training images (else resize and center crop, as "
             "in evaluation); auto: true unless the features are cached",
+        ),
+        Hyperparameter(
+            "quantize",
+            OneOf(QUANTIZE),
+            "none",
+            "at the end of training, also write an int8 model for CPU endpoints (torch.ao static quantization, "
+            "x86 backend, calibrated on valid images) and measure its test accuracy against fp32",
         ),
     )
 }

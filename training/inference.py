@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from hyperparameters import AMP_MODES
+from hyperparameters import INFERENCE_PRECISIONS
 from images import MalformedMetadata, conversion_bytes, upright_rgb
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 from sagemaker_inference import content_types
@@ -37,7 +37,17 @@ from sagemaker_inference.errors import GenericInferenceToolkitError
 from torch import nn
 from torchvision.transforms.v2 import functional as tvf
 
-from model import DECODE_MARGIN, MODEL_FILE, ModelConfig, gpu_autocast_dtype, load_artifact, readable_label
+from model import (
+    DECODE_MARGIN,
+    INT8_MAX_TOP1_LOSS_POINTS,
+    INT8_MODEL_FILE,
+    INT8_REPORT_FILE,
+    MODEL_FILE,
+    ModelConfig,
+    gpu_autocast_dtype,
+    load_artifact,
+    readable_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +134,8 @@ class ServedModel:
     default_top_k: int
     transform: Callable[[Image.Image], torch.Tensor]  # preprocess: model.eval_transform's result, faster
     memory_format: torch.memory_format = torch.channels_last
-    amp_dtype: torch.dtype | None = None  # autocast dtype; None: full precision (always on a CPU)
+    amp_dtype: torch.dtype | None = None  # autocast dtype; None: full precision, or the int8 network
+    precision: str = "fp32"  # what is served: fp32, bf16, fp16 (autocast) or int8 (the quantized network)
 
     @property
     def description(self) -> dict[str, Any]:
@@ -149,13 +160,22 @@ class Request:
 
 
 def model_fn(model_dir: str, context: Any = None) -> ServedModel:
-    """Rebuild the network from the artifact (no network access), on this worker's GPU if there is one."""
+    """Rebuild the network from the artifact (no network access), on this worker's GPU if there is one, in the
+    precision ``INFERENCE_PRECISION`` asks for (``serving_precision``)."""
     device = _device(context)
-    amp_dtype = autocast_dtype(os.environ.get("INFERENCE_AMP", "auto"), device)
+    precision = serving_precision(os.environ.get("INFERENCE_PRECISION", "auto"), device)
+    amp_dtype = autocast_dtype(precision, device)
     network, config, class_names = load_artifact(Path(model_dir), device)
     # Channels-last: faster on GPUs (tensor cores) and on CPUs too (oneDNN): a resnet50 batch of 16 runs
     # 1.5 times faster on a CPU, a single image as fast (docs/benchmarks.md).
     network.to(memory_format=torch.channels_last)
+    if precision == "int8":
+        int8_network, reason = load_int8(Path(model_dir))
+        if int8_network is None:
+            log.warning("INFERENCE_PRECISION=int8: serving fp32 instead, because %s", reason)
+            precision = "fp32"
+        else:
+            network = int8_network
     served = ServedModel(
         network=network,
         config=config,
@@ -166,35 +186,117 @@ def model_fn(model_dir: str, context: Any = None) -> ServedModel:
         transform=functools.partial(preprocess, config=config),
         memory_format=torch.channels_last,
         amp_dtype=amp_dtype,
+        precision=precision,
     )
-    # Warm-up: the first forward pass initializes the CUDA kernels and allocator, not the first request.
-    _probabilities(served, torch.zeros(1, 3, config.image_size, config.image_size))
+    # Warm-up: the first forward passes initialize the CUDA kernels and allocator, and let TorchScript optimize
+    # the int8 graph, not the first requests.
+    for _ in range(WARMUP_PASSES):
+        _probabilities(served, torch.zeros(1, 3, config.image_size, config.image_size))
     log.info(
         "serving %s, %d classes, version %s, on %s in %s",
         config.backbone,
         config.num_classes,
         served.version,
         device,
-        str(amp_dtype or torch.float32).removeprefix("torch."),
+        precision,
     )
     return served
 
 
-def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``INFERENCE_AMP`` on ``device``; None: full precision (fp32).
+WARMUP_PASSES = 2
+# /proc/cpuinfo flags of native BF16 arithmetic: AVX512-BF16 (Cooper Lake, Zen 4 and later), AMX (Sapphire Rapids).
+CPUINFO = Path("/proc/cpuinfo")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# What autocast computes in for each precision on a GPU: model.gpu_autocast_dtype's modes.
+_GPU_AMP_MODES = {"fp32": "off", "fp16": "fp16", "bf16": "bf16"}
 
-    A CPU always computes in fp32. On a GPU, ``auto`` is bf16 where the GPU has native bf16 (compute
-    capability 8.0 or newer: A10G, L4, A100, H100), else fp16 (T4, V100), which ResNets tolerate in inference.
+
+def serving_precision(requested: str, device: torch.device) -> str:
+    """The precision to serve for ``INFERENCE_PRECISION`` (one of ``hyperparameters.INFERENCE_PRECISIONS``) on
+    ``device``: fp32, bf16, fp16 or int8.
+
+    ``auto`` is fp16 on a GPU; on a CPU, bf16 where it computes BF16 natively (``native_cpu_bf16``), else fp32.
+    fp16 needs a GPU, and int8 a CPU (PyTorch's x86 int8 backend): ValueError, naming what is accepted.
     """
-    mode = mode.strip().lower()
-    if mode not in AMP_MODES:
-        raise ValueError(f"INFERENCE_AMP must be one of {', '.join(AMP_MODES)}, got {shown(mode)}")
-    if device.type != "cuda":
-        return None
+    value = requested.strip().lower()
+    if value not in INFERENCE_PRECISIONS:
+        accepted = ", ".join(INFERENCE_PRECISIONS)
+        raise ValueError(f"INFERENCE_PRECISION must be one of {accepted}, got {shown(requested)}")
+    if device.type == "cuda":
+        if value == "int8":
+            raise ValueError(
+                "INFERENCE_PRECISION int8 runs on CPUs only (PyTorch's x86 int8 backend), and this worker has a GPU; "
+                "on a GPU use auto, fp16, bf16 or fp32"
+            )
+        return "fp16" if value == "auto" else value
+    if value == "fp16":
+        raise ValueError(
+            "INFERENCE_PRECISION fp16 needs a GPU, and this worker has none; on a CPU use auto, bf16, int8 or fp32"
+        )
+    if value == "auto":
+        return "bf16" if native_cpu_bf16() else "fp32"
+    return value
+
+
+def native_cpu_bf16(cpuinfo: Path | None = None) -> bool:
+    """Whether this CPU computes BF16 natively: AVX512-BF16 or AMX among the flags of ``cpuinfo``
+    (``CPUINFO``, /proc/cpuinfo). False where it cannot be read (not Linux)."""
     try:
-        return gpu_autocast_dtype(mode, device)
+        text = (cpuinfo or CPUINFO).read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "flags":
+            return not set(BF16_CPU_FLAGS).isdisjoint(value.split())
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` (``serving_precision``'s) on ``device``; None: none (fp32, or int8).
+
+    On a GPU the choice is model.gpu_autocast_dtype's: bf16 needs compute capability 8.0 or newer (A10G, L4,
+    A100, H100), fp16 runs on all (T4, V100 too), and ResNets tolerate it in inference.
+    """
+    if precision in ("fp32", "int8"):
+        return None
+    if device.type != "cuda":
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    try:
+        return gpu_autocast_dtype(_GPU_AMP_MODES[precision], device)
     except ValueError as err:
-        raise ValueError(f"INFERENCE_AMP {err}; use fp16 or auto") from None
+        raise ValueError(f"INFERENCE_PRECISION {err}; use fp16 or auto") from None
+
+
+def load_int8(model_dir: Path) -> tuple[nn.Module | None, str]:
+    """The int8 network train.py wrote (``--quantize int8``), or None and why it is not served: it is not there,
+    this torch has no x86 int8 backend, it loses more than ``INT8_MAX_TOP1_LOSS_POINTS`` of test top-1 accuracy
+    against fp32 (its report, ``INT8_REPORT_FILE``), or the report or the network cannot be read."""
+    if not (model_dir / INT8_MODEL_FILE).is_file() or not (model_dir / INT8_REPORT_FILE).is_file():
+        return None, f"the model has no {INT8_MODEL_FILE} and {INT8_REPORT_FILE} (train it with quantize=int8)"
+    engines = torch.backends.quantized.supported_engines
+    if "x86" not in engines:
+        return None, f"this CPU's torch has no x86 int8 backend (it has {', '.join(engines) or 'none'})"
+    try:
+        report = json.loads((model_dir / INT8_REPORT_FILE).read_text())
+        loss = float(report["top1_loss_points"])
+        accuracies = f"{report['int8_test_accuracy']:.2%} against {report['fp32_test_accuracy']:.2%}"
+        images = int(report["test_images"])
+    except (ValueError, TypeError, KeyError) as err:
+        return None, f"its {INT8_REPORT_FILE} cannot be read ({type(err).__name__}: {_reason(err)})"
+    if not loss <= INT8_MAX_TOP1_LOSS_POINTS:  # NaN too
+        return None, (
+            f"int8 loses {loss:.2f} points of top-1 accuracy against fp32 on the {images} test images ({accuracies}), "
+            f"more than the {INT8_MAX_TOP1_LOSS_POINTS:g} allowed"
+        )
+    torch.backends.quantized.engine = "x86"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation, on every call
+            network = torch.jit.load(str(model_dir / INT8_MODEL_FILE), map_location="cpu")
+    except RuntimeError as err:  # a file of a newer torch, or a damaged one
+        return None, f"its {INT8_MODEL_FILE} cannot be loaded by torch {torch.__version__} ({_reason(err)})"
+    return network.eval(), ""
 
 
 # --- the request: one boundary ------------------------------------------------------------------------------

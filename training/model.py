@@ -28,6 +28,13 @@ SERVING_CODE_DIR = "code"
 SERVING_FILES = ("inference.py", "model.py", "images.py", "hyperparameters.py")
 CODE_SOURCE = Path(__file__).resolve().parent
 MODEL_DIR_ENTRIES = (*ARTIFACT_FILES, SERVING_CODE_DIR)  # what train.py leaves in the model directory
+# With --quantize int8, also: the int8 network (TorchScript, quantize.py) and its report (how it was made, what
+# it costs in test accuracy), which inference.py reads to decide whether to serve it.
+INT8_MODEL_FILE = "model_int8.pt"
+INT8_REPORT_FILE = "model_int8.json"
+INT8_FILES = (INT8_MODEL_FILE, INT8_REPORT_FILE)
+# The int8 model is served only if its test top-1 accuracy is at most this many percentage points below fp32's.
+INT8_MAX_TOP1_LOSS_POINTS = 1.0
 
 # ImageNet statistics: torchvision's ResNet weights were trained on inputs normalized with these.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -28,7 +28,9 @@ from typing import NamedTuple, Protocol
 import torch
 import torch.distributed as dist
 from data import SPLITS, DataSetError, ShardSampler, check_layout, load_split
-from hyperparameters import HYPERPARAMETERS, Hyperparameter, TrueFalseAuto
+from feature_store import FeatureStore, FeatureStoreError, KeyInputs, SplitFeatures, image_listing, open_store
+from hyperparameters import HYPERPARAMETERS, Hyperparameter, TrueFalse, TrueFalseAuto
+from quantize import write_int8_model
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -77,6 +79,7 @@ HYPERPARAMETER_GROUPS = {
     "backbone": "model",
     "trainable": "model",
     "image_size": "model",
+    "quantize": "model",
     "amp": "speed",
     "channels_last": "speed",
 }
@@ -163,6 +166,25 @@ def get_args_parser() -> argparse.ArgumentParser:
         "once (in the first epoch) and train the head on them, so that later epochs cost a fraction; the training "
         "images are then not augmented. true, false, or auto: true for --trainable head unless --augment true "
         "(default: auto)",
+    )
+    speed.add_argument(
+        "--feature-store",
+        "--feature_store",
+        type=str,
+        default="none",
+        help="where runs that cache features share them (tuning trials: one extraction for all): s3://bucket/prefix, "
+        "file://DIR or a folder. A run that caches features reads them from there when a run of the same images, "
+        "backbone weights, image size and feature code stored them, else computes them (logged) and, in one "
+        "process, stores them; none: no sharing (default: none)",
+    )
+    speed.add_argument(
+        "--extract-features",
+        "--extract_features",
+        type=TrueFalse().parse,
+        default=False,
+        help="only store the train and valid features in --feature-store (nothing to do when they are there) and "
+        "exit without training: the pipeline's step before head-only tuning; needs --trainable head "
+        "(default: false)",
     )
     speed.add_argument(
         "--workers",
@@ -433,7 +455,7 @@ def load_data(
         for split in SPLITS
     }
     samplers = make_samplers(splits, processes, args.seed, shuffle_train=not cache)
-    if len(samplers["train"]) < args.batch_size:
+    if len(samplers["train"]) < args.batch_size and not args.extract_features:  # extraction makes no batch to train
         raise TrainingError(
             f"each process gets {len(samplers['train'])} training images, fewer than --batch-size {args.batch_size}"
         )
@@ -538,9 +560,14 @@ class Training:
     scaler: torch.amp.GradScaler | None
     runtime: Runtime
 
-    def checkpoint(self, progress: Progress, args: argparse.Namespace, class_names: list[str]) -> dict:
+    def checkpoint(
+        self, progress: Progress, args: argparse.Namespace, class_names: list[str], backbone_sha256: str | None
+    ) -> dict:
+        """The run's state; a head-only run's holds the head, not the frozen backbone (``trained_state``), and the
+        backbone's SHA-256, which a resumed run checks against the backbone it loads."""
         return {
-            "model": self.model.state_dict(),
+            "model": trained_state(self.model, args.trainable),
+            "backbone_sha256": backbone_sha256,
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -555,7 +582,7 @@ class Training:
 
     def resume(self, checkpoint: dict) -> Progress:
         """Load the checkpoint (read with ``map_location="cpu"``) and return the progress it records."""
-        self.model.load_state_dict(checkpoint["model"])
+        load_trained_state(self.model, checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
         if self.scaler is not None and checkpoint["scaler"] is not None:
@@ -592,7 +619,7 @@ class Progress:
         """Record an epoch's metrics (keeping ``model``'s weights if it is the best so far) and whether to stop."""
         self.history.append(row)
         if self.best_model is None or row["valid_loss"] < self.best["valid_loss"]:
-            self.best_epoch, self.best_model = row["epoch"], snapshot(model)
+            self.best_epoch, self.best_model = row["epoch"], snapshot(model, args.trainable)
         self.finished = self.epoch == args.epochs or (args.patience > 0 and self.stalled >= args.patience)
 
 
@@ -647,11 +674,27 @@ class Features:
     targets: torch.Tensor
 
 
+@dataclass(frozen=True)
+class SharedFeatures:
+    """--feature-store: where this run's features are shared, what their key is made of, and whether this run
+    stores the features it computes (one process only: under torchrun each rank computes only its shard)."""
+
+    store: FeatureStore
+    inputs: KeyInputs
+    write: bool
+
+    @property
+    def location(self) -> str:
+        return f"{self.store.uri}{self.inputs.key}/"
+
+
 class FeatureEpochs:
     """--cache-features: the head trains on the frozen backbone's features, computed once per image.
 
-    The first call for a split runs the backbone (eval mode) over this rank's shard of it, un-augmented
-    (the train sampler gives the same shard every epoch). Each training epoch then shuffles the cached
+    The first call for a split reads both splits' features from the shared store (``shared``) when they are
+    there, keeping this rank's shard of each; otherwise it runs the backbone (eval mode) over this rank's shard
+    of the split, un-augmented (the train sampler gives the same shard every epoch), and once both splits are
+    computed in one process, stores them for other runs. Each training epoch then shuffles the cached
     features with the permutation DistributedSampler would draw (seed + epoch) and makes full batches:
     in one process these are the batches of an uncached run with --augment false.
     """
@@ -666,35 +709,30 @@ class FeatureEpochs:
         *,
         batch_size: int,
         seed: int,
+        shared: SharedFeatures | None = None,
     ) -> None:
         self.backbone, self.head, self.trained, self.loaders = backbone, head, trained, loaders
         self.training = training
         self.batch_size, self.seed = batch_size, seed
+        self.shared, self.looked_up = shared, False
         self.splits: dict[str, Features] = {}
 
     def features(self, split: str) -> Features:
+        if split not in self.splits and self.shared is not None and not self.looked_up:
+            self.looked_up = True
+            self.splits.update(read_shared(self.shared, self.loaders, self.training.runtime.device))
         if split not in self.splits:
             started = time.perf_counter()
-            self.splits[split] = self._extract(self.loaders[split])
+            self.splits[split] = compute_features(self.backbone, self.loaders[split], self.training.runtime)
             rank_log.info(
                 "cached the backbone's features of this process's %d %s images in %.1f s",
                 len(self.splits[split].targets),
                 split,
                 time.perf_counter() - started,
             )
+            if self.shared is not None and self.shared.write and set(STORED_SPLITS) <= set(self.splits):
+                write_shared(self.shared, self.splits)
         return self.splits[split]
-
-    @torch.no_grad()
-    def _extract(self, loader: DataLoader) -> Features:
-        runtime = self.training.runtime
-        self.backbone.eval()
-        features, targets = [], []
-        for batch in loader:
-            images, labels = runtime.to_device(*batch)
-            with runtime.autocast():
-                features.append(self.backbone(images).float())
-            targets.append(labels)
-        return Features(torch.cat(features), torch.cat(targets))
 
     def train(self, epoch: int) -> torch.Tensor:
         cached, training = self.features("train"), self.training
@@ -727,15 +765,106 @@ class FeatureEpochs:
         return sums
 
 
-def make_epochs(args: argparse.Namespace, training: Training, loaders: dict[str, DataLoader], *, cache: bool) -> Epochs:
+@torch.no_grad()
+def compute_features(backbone: nn.Module, loader: DataLoader, runtime: Runtime) -> Features:
+    """The backbone's features (eval mode, float32) of ``loader``'s images, in its order: the forward passes that
+    the feature cache and the shared store exist to do once."""
+    backbone.eval()
+    features, targets = [], []
+    for batch in loader:
+        images, labels = runtime.to_device(*batch)
+        with runtime.autocast():
+            features.append(backbone(images).float())
+        targets.append(labels)
+    return Features(torch.cat(features), torch.cat(targets))
+
+
+# --- the shared feature store (feature_store.py): one extraction for every trial ------------------------------------
+
+# What the store holds: the features the head trains and is scored on (the test split is scored on images).
+STORED_SPLITS = ("train", "valid")
+
+
+def shared_features(
+    args: argparse.Namespace, store: FeatureStore, data: Data, backbone_sha256: str, runtime: Runtime, *, write: bool
+) -> SharedFeatures:
+    """The store and the key of this run's features: its images (paths, classes, sizes), backbone weights, input
+    configuration, autocast dtype and feature code (feature_store.KeyInputs)."""
+    c = data.config
+    images = {
+        split: image_listing(data.loaders[split].dataset.samples, Path(data.loaders[split].dataset.root))
+        for split in STORED_SPLITS
+    }
+    inputs = KeyInputs(
+        images=images,
+        backbone=args.backbone,
+        backbone_sha256=backbone_sha256,
+        config={"image_size": c.image_size, "resize_size": c.resize_size, "mean": list(c.mean), "std": list(c.std)},
+        amp=str(runtime.amp_dtype).removeprefix("torch.") if runtime.amp_dtype else "fp32",
+    )
+    return SharedFeatures(store, inputs, write=write)
+
+
+def read_shared(shared: SharedFeatures, loaders: dict[str, DataLoader], device: torch.device) -> dict[str, Features]:
+    """This rank's shard of each stored split, from the store; none (logged) when they are absent or unreadable."""
+    started = time.perf_counter()
+    try:
+        stored = shared.store.read(shared.inputs.key)
+        if stored is not None:
+            for split, full in stored.items():
+                if len(full.targets) != len(loaders[split].dataset):
+                    raise FeatureStoreError(
+                        f"{shared.location} holds {len(full.targets)} {split} images, not {len(loaders[split].dataset)}"
+                    )
+    except FeatureStoreError as err:
+        rank_log.warning("cannot use the shared features (%s); computing them in this process", err)
+        return {}
+    if stored is None:
+        rank_log.info("no shared features at %s yet; computing them in this process", shared.location)
+        return {}
+    found = {}
+    for split in STORED_SPLITS:
+        shard = torch.tensor(list(loaders[split].sampler), dtype=torch.long)  # this rank's indices, dataset order
+        found[split] = Features(stored[split].features[shard].to(device), stored[split].targets[shard].to(device))
+    rank_log.info(
+        "read the backbone's features of this process's %s from %s in %.1f s",
+        " and ".join(f"{len(found[split].targets)} {split} images" for split in STORED_SPLITS),
+        shared.location,
+        time.perf_counter() - started,
+    )
+    return found
+
+
+def write_shared(shared: SharedFeatures, splits: dict[str, Features]) -> None:
+    """Store the features one process computed (every image of each split, in dataset order) for other runs; a
+    failure is logged, and this run goes on."""
+    stored = {
+        split: SplitFeatures(splits[split].features.cpu(), splits[split].targets.cpu()) for split in STORED_SPLITS
+    }
+    try:
+        shared.store.write(shared.inputs.key, stored, shared.inputs)
+    except FeatureStoreError as err:
+        rank_log.warning("cannot store the features for other runs (%s); this run goes on", err)
+        return
+    log.info("stored the features for other runs at %s", shared.location)
+
+
+def make_epochs(
+    args: argparse.Namespace,
+    training: Training,
+    loaders: dict[str, DataLoader],
+    *,
+    cache: bool,
+    shared: SharedFeatures | None = None,
+) -> Epochs:
     """The epochs of this run. Under torchrun, DDP wraps what trains (the model, or the head alone on cached
-    features) and averages its gradients over the ranks."""
+    features, read from ``shared`` where they are there) and averages its gradients over the ranks."""
     model, device = training.model, training.runtime.device
     backbone, head = backbone_and_head(model)
     if cache:
-        sync_state(model)  # the backbone too, which the DDP-wrapped head does not cover
+        trained = distributed(head, device)
         return FeatureEpochs(
-            backbone, head, distributed(head, device), loaders, training, batch_size=args.batch_size, seed=args.seed
+            backbone, head, trained, loaders, training, batch_size=args.batch_size, seed=args.seed, shared=shared
         )
     frozen = backbone if args.trainable == "head" else None  # runs in eval mode: BatchNorm statistics kept
     return ImageEpochs(distributed(model, device), loaders, training, frozen)
@@ -762,8 +891,26 @@ def sync_buffers(model: nn.Module) -> None:
             dist.broadcast(buffer, src=0)
 
 
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
+def snapshot(model: nn.Module, trainable: str) -> dict[str, torch.Tensor]:
+    """A copy, on the CPU, of what trains of ``model`` (``trained_state``)."""
+    return {name: value.detach().to("cpu", copy=True) for name, value in trained_state(model, trainable).items()}
+
+
+def trained_state(model: nn.Module, trainable: str) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of the network: with --trainable head only the head (about 1 MB for 133 classes,
+    where the whole ResNet-50 is 95 MB, twice over with the best epoch's copy), since the frozen backbone is the
+    pretrained one, in eval mode, and never changes; otherwise the whole state dict."""
+    state = model.state_dict()
+    if trainable != "head":
+        return state
+    _, head = backbone_and_head(model)
+    (name,) = [name for name, module in model.named_children() if module is head]
+    return {key: value for key, value in state.items() if key.startswith(f"{name}.")}
+
+
+def load_trained_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``trained_state``'s dict, whole or the head alone (the rest stays), strictly: an unknown name fails."""
+    model.load_state_dict({**model.state_dict(), **state})
 
 
 def state_digest(model: nn.Module) -> str:
@@ -827,9 +974,17 @@ def check_same_epoch_on_all_ranks(epoch: int, device: torch.device) -> None:
 
 
 def write_metrics(
-    output_dir: Path, history: list[dict], best_epoch: int, epochs: int, test_loss: float, test_accuracy: float
+    output_dir: Path,
+    history: list[dict],
+    best_epoch: int,
+    epochs: int,
+    test_loss: float,
+    test_accuracy: float,
+    *,
+    int8: dict | None = None,
 ) -> None:
-    """metrics.json: the per-epoch history, the best epoch's valid metrics and the test metrics of its weights."""
+    """metrics.json: the per-epoch history, the best epoch's valid metrics and the test metrics of its weights;
+    with --quantize int8, the int8 model's report (quantize.py) under ``int8``."""
     best = history[best_epoch - 1]
     summary = {
         "history": history,
@@ -840,6 +995,8 @@ def write_metrics(
         "test_loss": test_loss,
         "test_accuracy": test_accuracy,
     }
+    if int8 is not None:
+        summary["int8"] = int8
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / METRICS_FILE).write_text(json.dumps(summary, indent=2))
 
@@ -875,8 +1032,107 @@ def record_failure(message: str) -> None:
 # --- the run ----------------------------------------------------------------------------------------------------------
 
 
+def open_feature_store(args: argparse.Namespace, *, cache: bool) -> FeatureStore | None:
+    """--feature-store, opened when this run caches features (else None); --extract-features checked against it."""
+    try:
+        store = open_store(args.feature_store)
+    except FeatureStoreError as err:
+        raise TrainingError(str(err)) from None
+    if args.extract_features and (store is None or not cache):
+        raise TrainingError(
+            f"--extract-features needs --feature-store (now {args.feature_store}) and cached features: --trainable "
+            f"head (now {args.trainable}), --augment auto or false (now {args.augment}), --cache-features auto or "
+            f"true (now {args.cache_features})"
+        )
+    return store if cache else None
+
+
+def log_set_up(
+    args: argparse.Namespace,
+    processes: Processes,
+    runtime: Runtime,
+    workers: int,
+    *,
+    augment: bool,
+    cache: bool,
+    store: FeatureStore | None,
+) -> None:
+    log.info(
+        "host %s of %s (SM_NUM_GPUS %s); %d process(es), device %s, amp %s, channels_last %s, %d workers per process",
+        os.environ.get("SM_CURRENT_HOST", "-"),
+        os.environ.get("SM_HOSTS", "-"),
+        os.environ.get("SM_NUM_GPUS", "-"),
+        processes.world_size,
+        runtime.device,
+        str(runtime.amp_dtype).removeprefix("torch.") if runtime.amp_dtype else "off",
+        args.channels_last,
+        workers,
+    )
+    log.info("trainable %s; augmentation %s; cached features %s", args.trainable, augment, cache)
+    if store is not None:
+        log.info("feature store %s", store.uri)
+    elif args.feature_store != "none":
+        log.info("feature store %s unused: this run does not cache features", args.feature_store)
+
+
+def frozen_backbone_sha256(
+    model: nn.Module, args: argparse.Namespace, checkpoint: dict | None, directory: Path
+) -> str | None:
+    """With --trainable head: every rank gets rank 0's backbone (which a DDP-wrapped head would not cover), and its
+    SHA-256, which head-only checkpoints record and a resumed run must match; None when the backbone trains."""
+    if args.trainable != "head":
+        return None
+    sync_state(model)
+    backbone, _ = backbone_and_head(model)
+    digest = state_digest(backbone)
+    recorded = (checkpoint or {}).get("backbone_sha256")
+    if recorded and recorded != digest:
+        raise TrainingError(
+            f"the checkpoint in {directory} holds a head trained on another backbone (sha256 {recorded[:12]}, now "
+            f"{digest[:12]}: other pretrained weights); delete it or give another --checkpoint-dir"
+        )
+    return digest
+
+
+def extract_features(args: argparse.Namespace, data: Data, runtime: Runtime, store: FeatureStore) -> None:
+    """--extract-features: the pipeline's step before head-only tuning. Stores the train and valid features under
+    their key unless they are there already (a former run of the same images, weights and code), trains nothing."""
+    if dist.is_initialized():
+        raise TrainingError("--extract-features runs in one process; start it without torchrun")
+    model = build_model(data.config)
+    source = pretrained_source(args.pretrained)
+    if source is not None:
+        log.info("pretrained weights: %s", load_pretrained_backbone(model, data.config, source))
+    model.to(runtime.device, memory_format=runtime.memory_format)
+    backbone, _ = backbone_and_head(model)
+    shared = shared_features(args, store, data, state_digest(backbone), runtime, write=True)
+    try:
+        if store.read(shared.inputs.key) is not None:
+            log.info("the features are already stored at %s: nothing to extract", shared.location)
+            return
+    except FeatureStoreError as err:
+        log.warning("the stored features are unusable (%s); extracting them again", err)
+    started = time.perf_counter()
+    splits = {split: compute_features(backbone, data.loaders[split], runtime) for split in STORED_SPLITS}
+    try:
+        store.write(
+            shared.inputs.key,
+            {split: SplitFeatures(f.features.cpu(), f.targets.cpu()) for split, f in splits.items()},
+            shared.inputs,
+        )
+    except FeatureStoreError as err:
+        raise TrainingError(f"cannot store the extracted features: {err}") from None
+    log.info(
+        "extracted the features of %s in %.1f s; stored at %s",
+        " and ".join(f"{len(splits[split].targets)} {split} images" for split in STORED_SPLITS),
+        time.perf_counter() - started,
+        shared.location,
+    )
+
+
 def main(args: argparse.Namespace) -> None:
     augment, cache_features = augmentation_and_caching(args)
+    store = open_feature_store(args, cache=cache_features)
     processes, device = init_distributed()
     setup_logging(processes)
     runtime = Runtime(
@@ -888,28 +1144,22 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed + processes.rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    log.info(
-        "host %s of %s (SM_NUM_GPUS %s); %d process(es), device %s, amp %s, channels_last %s, %d workers per process",
-        os.environ.get("SM_CURRENT_HOST", "-"),
-        os.environ.get("SM_HOSTS", "-"),
-        os.environ.get("SM_NUM_GPUS", "-"),
-        processes.world_size,
-        device,
-        str(runtime.amp_dtype).removeprefix("torch.") if runtime.amp_dtype else "off",
-        args.channels_last,
-        workers,
-    )
-    log.info("trainable %s; augmentation %s; cached features %s", args.trainable, augment, cache_features)
+    log_set_up(args, processes, runtime, workers, augment=augment, cache=cache_features, store=store)
 
     # Data: checked before anything is spent on it.
     data = load_data(args, processes, runtime, workers, augment=augment, cache=cache_features)
+    if args.extract_features:
+        assert store is not None  # open_feature_store checked it
+        extract_features(args, data, runtime, store)
+        return
 
-    # Model, optimizer, schedule; resumed from the checkpoint, else started from the pretrained weights.
+    # Model, optimizer, schedule; resumed from the checkpoint, else started from the pretrained weights (also under
+    # a head-only checkpoint, which holds no backbone). DDP copies rank 0's weights to all.
     checkpoints = checkpoint_dir(args)
     checkpoint = load_checkpoint(checkpoints)
     model = build_model(data.config)
     source = pretrained_source(args.pretrained)
-    if checkpoint is None and source is not None and processes.is_main:  # DDP copies rank 0's weights to all
+    if source is not None and processes.is_main and (checkpoint is None or args.trainable == "head"):
         log.info("pretrained weights: %s", load_pretrained_backbone(model, data.config, source))
     parameters = set_trainable(model, args.trainable)
     model.to(device, memory_format=runtime.memory_format)
@@ -930,14 +1180,19 @@ def main(args: argparse.Namespace) -> None:
         progress = training.resume(checkpoint)
         log.info("resuming after epoch %d from %s", checkpoint["epoch"], checkpoints / CHECKPOINT_FILE)
     check_same_epoch_on_all_ranks(progress.epoch, device)
+    backbone_sha256 = frozen_backbone_sha256(model, args, checkpoint, checkpoints)
 
-    # Distributed: DDP wraps what trains; each epoch reads the images, or the features cached in the first.
-    epochs = make_epochs(args, training, data.loaders, cache=cache_features)
+    # Distributed: DDP wraps what trains; each epoch reads the images, or the features cached in the first (read
+    # from the shared store where another run stored them).
+    shared = None
+    if store is not None and backbone_sha256 is not None:
+        shared = shared_features(args, store, data, backbone_sha256, runtime, write=processes.world_size == 1)
+    epochs = make_epochs(args, training, data.loaders, cache=cache_features, shared=shared)
 
     while not progress.finished:
         seen = train_epoch(epochs, training, progress, args)
         if processes.is_main:
-            save_checkpoint(training.checkpoint(progress, args, data.class_names), checkpoints)
+            save_checkpoint(training.checkpoint(progress, args, data.class_names, backbone_sha256), checkpoints)
             print(metric_line(**progress.history[-1]), flush=True)
         log_epoch(progress, seen, args)
         if progress.epoch == args.stop_after_epoch and not progress.finished:
@@ -1005,7 +1260,7 @@ def finish(args: argparse.Namespace, training: Training, progress: Progress, dat
     """The best epoch's weights: its valid loss once more (the job's tuning objective), the test split's metrics,
     the model artifact, metrics.json and the curves (rank 0)."""
     model = training.model
-    model.load_state_dict(progress.best_model)
+    load_trained_state(model, progress.best_model)
     test_sums = evaluate(model, data.loaders["test"], training.criterion, training.runtime)
     test_loss, test_accuracy, test_images = reduce_sums(test_sums)
     rank_log.info("final weights sha256 %s", state_digest(model))
@@ -1018,7 +1273,13 @@ def finish(args: argparse.Namespace, training: Training, progress: Progress, dat
     save_artifact(Path(args.model_dir), model, data.config, data.class_names)
     save_serving_code(Path(args.model_dir))
     log.info("model artifact written to %s", args.model_dir)
-    write_metrics(Path(args.output_dir), progress.history, progress.best_epoch, args.epochs, test_loss, test_accuracy)
+    int8 = None
+    if args.quantize == "int8":  # on rank 0 alone, over the whole valid and test splits
+        loaders = data.loaders
+        int8 = write_int8_model(model, Path(args.model_dir), loaders["valid"], loaders["test"], seed=args.seed)
+    write_metrics(
+        Path(args.output_dir), progress.history, progress.best_epoch, args.epochs, test_loss, test_accuracy, int8=int8
+    )
     plot_curves(progress.history, progress.best_epoch, Path(args.output_dir) / CURVES_FILE)
     log.info("metrics and curves written to %s", args.output_dir)
 

@@ -11,7 +11,8 @@
    ``sagemaker_torch_distributed_enabled`` path); then the metrics table and the curves' path;
 4. model.tar.gz packed as SageMaker packs a job's model folder, extracted as an endpoint instance does;
 5. endpoint: the real inference toolkit's ``HandlerService`` on that folder (only TorchServe, the Java
-   server, is a stand-in) behind a loopback SageMaker runtime, called once with a plain boto3 client;
+   server, is a stand-in) behind a loopback SageMaker runtime, called once with a plain boto3 client; it serves
+   in ``--precision`` (``INFERENCE_PRECISION``; int8 also has the job quantize the model), and says which;
 6. Lambda: the real handler in its own process, with the invoker stack's environment (the settings:
    cdk.json, then ``-c``), called with ``{"url": ...}`` (an image on a loopback web server) and
    ``{"image_base64": ...}``;
@@ -73,6 +74,7 @@ LOCAL_MODE_ENVIRONMENT = {"ALLOW_HTTP_URLS": "true", "LOCAL_MODE_ALLOW_LOOPBACK"
 
 # train.py's own definition of its hyperparameters: the demo refuses what a training job would refuse.
 _TRAIN = training_hyperparameters().HYPERPARAMETERS
+PRECISIONS = training_hyperparameters().INFERENCE_PRECISIONS
 
 
 class StepFailed(Exception):
@@ -119,6 +121,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="work in DIR (new or empty) and keep it: data, /opt/ml stand-ins, model.tar.gz, logs "
         "(default: a temporary folder, removed at the end)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="what the endpoint computes in (the model's INFERENCE_PRECISION); int8 also has the training job "
+        "quantize the model (quantize=int8) (default: the setting inference_precision, cdk.json's or -c's)",
     )
     parser.add_argument("--verbose", action="store_true", help="print the training toolkit's whole log")
     parser.add_argument(
@@ -298,6 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in err.problems:
             console.error(f"error: {problem}")
         return EXIT_USAGE
+    args.precision = args.precision or settings.inference_precision
+    problem = local_precision_problem(args.precision)
+    if problem:
+        console.error(f"error: {problem}")
+        return EXIT_USAGE
     cleanup = Cleanup()
     try:
         work = prepare_work_folder(args.keep, cleanup)
@@ -324,6 +338,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def local_precision_problem(precision: str) -> str | None:
+    """Why this machine's endpoint (on its GPU if it has one, else its CPU) cannot serve in ``precision``, or None."""
+    import torch  # here, not at the top: it takes seconds to import
+
+    gpu = torch.cuda.is_available()
+    if precision == ("int8" if gpu else "fp16"):
+        needs, has = ("a CPU", "a GPU") if gpu else ("a GPU", "no GPU")
+        accepted = [p for p in PRECISIONS if p != precision]
+        return (
+            f"--precision {precision} needs {needs}, and this machine, which serves the local endpoint, has {has}: "
+            f"accepted here are {', '.join(accepted[:-1])} and {accepted[-1]}"
+        )
+    return None
+
+
 def prepare_work_folder(keep: Path | None, cleanup: Cleanup) -> Path:
     if keep is None:
         work = Path(tempfile.mkdtemp(prefix="dogbreeds-local-"))
@@ -348,7 +377,7 @@ def run(args: argparse.Namespace, settings: Settings, work: Path, console: Conso
     mode = f"{args.processes} processes under torchrun" if args.processes > 1 else "1 process"
     console.step(f"Training job: the SageMaker training toolkit runs train.py ({mode})")
     job = run_training_job(args, images, work, console, cleanup)
-    show_metrics(job, console)
+    metrics = show_metrics(job, console)
     console.step_done()
 
     console.step("model.tar.gz as SageMaker packs it, extracted as an endpoint instance does")
@@ -356,7 +385,7 @@ def run(args: argparse.Namespace, settings: Settings, work: Path, console: Conso
     console.step_done()
 
     console.step("Endpoint: the SageMaker inference toolkit behind a loopback SageMaker runtime")
-    runtime_url = start_endpoint(model_dir, settings, console, cleanup)
+    runtime_url = start_endpoint(model_dir, settings, (args.precision, metrics.get("int8")), console, cleanup)
     invoke_endpoint_directly(runtime_url, settings.names.endpoint, photo, console)
     console.step_done()
 
@@ -456,6 +485,8 @@ def hyperparameters(args: argparse.Namespace) -> dict[str, object]:
         "learning_rate": args.learning_rate,
         "workers": 0,  # DataLoader workers: the CPU cores go to the training processes
     }
+    if getattr(args, "precision", None) == "int8":  # as the pipeline's final job gets it for an int8 endpoint
+        values["quantize"] = "int8"
     if args.processes > 1:
         values["sagemaker_torch_distributed_enabled"] = True
         # Processes per host: the number of GPUs on a GPU instance; this many CPU processes here.
@@ -542,11 +573,12 @@ class TrainingProgress:
             )
         elif re.match(r"(\S*/)?(torchrun|python3?) .*\btrain\.py\b", line):  # what the toolkit runs
             self.console.detail("$ " + re.sub(r"^\S*/", "", line.strip()))
-        elif "this process's shard" in line or "train.py: error:" in line or "pretrained weights:" in line:
+        elif any(part in line for part in ("this process's shard", "train.py: error:", "pretrained weights:", "int8:")):
             self.console.detail(line.strip())
 
 
-def show_metrics(job: training_job.TrainingJob, console: Console) -> None:
+def show_metrics(job: training_job.TrainingJob, console: Console) -> dict[str, Any]:
+    """Print metrics.json as a table, and return it."""
     metrics_file = job.output_data_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
     console.detail(f"metrics ({metrics_file}):")
@@ -570,6 +602,20 @@ def show_metrics(job: training_job.TrainingJob, console: Console) -> None:
     )
     curves = job.output_data_dir / "curves.png"
     console.detail(f"curves: {curves}" if curves.is_file() else "curves: none (matplotlib is not installed)")
+    if "int8" in metrics:
+        console.detail(f"  int8 model: {int8_summary(metrics['int8'])}")
+    return metrics
+
+
+def int8_summary(report: dict[str, Any]) -> str:
+    """What quantize.py's report says of the int8 model: its test accuracy against fp32's, whether it is served."""
+    verdict = "within" if report["within_limit"] else "more than"
+    return (
+        f"test accuracy {report['int8_test_accuracy']:.3f} against fp32 {report['fp32_test_accuracy']:.3f} on "
+        f"{report['test_images']} images: {report['top1_loss_points']:.2f} points lost, {verdict} the "
+        f"{report['max_top1_loss_points']:g} allowed; {report['graph']}, calibrated on {report['calibration_images']} "
+        "valid images"
+    )
 
 
 def table(rows: Sequence[Sequence[str]], align: str) -> list[str]:
@@ -601,22 +647,42 @@ def package_and_deploy(job: training_job.TrainingJob, work: Path, console: Conso
 # 5. Endpoint -----------------------------------------------------------------------------------------
 
 
-def start_endpoint(model_dir: Path, settings: Settings, console: Console, cleanup: Cleanup) -> str:
+def start_endpoint(
+    model_dir: Path,
+    settings: Settings,
+    precision: tuple[str, dict[str, Any] | None],
+    console: Console,
+    cleanup: Cleanup,
+) -> str:
+    """The worker on ``model_dir`` behind a loopback SageMaker runtime; ``precision``: the one to serve in, and the
+    int8 model's report where the job quantized it (metrics.json's ``int8``)."""
     # Imported here, not at the top: torch and the toolkit take seconds to import, and steps 1-4 need neither.
     from dogbreeds.local.runtime import RuntimeServer
     from dogbreeds.local.serving import ModelWorker
 
     started = time.perf_counter()
-    # The model's environment as the endpoint stack sets it (its code folder is the stand-in's).
-    worker = ModelWorker(model_dir, environment=model_environment(settings, REGION))
+    # The model's environment as the endpoint stack sets it (its code folder is the stand-in's), in --precision.
+    requested, int8_report = precision
+    environment = {**model_environment(settings, REGION), "INFERENCE_PRECISION": requested}
+    worker = ModelWorker(model_dir, environment=environment)
     console.detail(
         f"HandlerService started on {model_dir} in {time.perf_counter() - started:.1f} s "
         "(SAGEMAKER_PROGRAM=inference.py imported from code/, model_fn called)"
     )
+    show_precision(requested, worker.model.precision, int8_report, console)
     server = RuntimeServer({settings.names.endpoint: worker}).start()
     cleanup.add("stopped the SageMaker runtime server", server.stop)
     console.detail(f"SageMaker runtime: {server.url}, endpoint {settings.names.endpoint}")
     return server.url
+
+
+def show_precision(requested: str, served: str, int8_report: dict[str, Any] | None, console: Console) -> None:
+    """The precision the worker serves in, for the one asked; for int8, the model's accuracy cost."""
+    console.detail(f"precision: served in {served} (INFERENCE_PRECISION={requested})")
+    if requested == "int8" and int8_report is not None:
+        console.detail(f"  int8 model: {int8_summary(int8_report)}")
+    if requested == "int8" and served != "int8":
+        console.detail("  not int8: the worker fell back to fp32 and logged why")
 
 
 def runtime_client(url: str) -> Any:

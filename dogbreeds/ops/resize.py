@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from dogbreeds.ops.aws import Aws, Stacks
 from dogbreeds.ops.config import Config, require_checkout
 from dogbreeds.ops.errors import OpsError, UsageError, client_error_code
+from dogbreeds_stacks.instances import derived_invocations_per_minute, serving_problem
 from dogbreeds_stacks.settings import Settings, SettingsError, instance_types
 
 NAMESPACE = "sagemaker"
@@ -104,6 +105,11 @@ def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
         raise UsageError(
             f"--instance-type {args.instance_type}: accepted is a SageMaker instance type, for example ml.g5.xlarge"
         )
+    if args.instance_type is not None and serving_problem(args.instance_type):
+        raise UsageError(
+            f"--instance-type {args.instance_type}: {serving_problem(args.instance_type)}; accepted is an NVIDIA GPU "
+            "type (ml.g5.xlarge) or an x86 CPU type (ml.c7i.xlarge)"
+        )
     wanted = args.instance_type or s.endpoint_instance_type
     stacks = Stacks(aws, config)
     endpoint = stacks.output("endpoint", "EndpointName")
@@ -112,7 +118,8 @@ def run(args: argparse.Namespace, config: Config, aws: Aws) -> int:
         policy_name=stacks.output("endpoint", "ScalingPolicyName"),
         min_capacity=s.endpoint_min_capacity,
         max_capacity=s.endpoint_max_capacity,
-        target_value=s.endpoint_target_invocations_per_instance,
+        # The stack's target on the new type: the setting, or derived from that type (0), as the deploy derives it.
+        target_value=s.endpoint_target_invocations_per_instance or derived_invocations_per_minute(wanted),
         scale_in_cooldown=s.endpoint_scale_in_cooldown_seconds,
         scale_out_cooldown=s.endpoint_scale_out_cooldown_seconds,
     )

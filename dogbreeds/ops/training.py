@@ -42,7 +42,7 @@ from dogbreeds.ops.results import (
     trials_json,
     trials_table,
 )
-from dogbreeds_stacks.contract import load_metrics_module, training_hyperparameters
+from dogbreeds_stacks.contract import FEATURE_EXTRACTION_STATE, load_metrics_module, training_hyperparameters
 
 HYPERPARAMETERS = training_hyperparameters().PIPELINE_HYPERPARAMETERS
 
@@ -113,6 +113,7 @@ class Job:
     kind: str  # "training" or "tuning"
     label: str  # how it is printed
     trial: bool = False  # a training job its tuning job started
+    extraction: bool = False  # the job that stores the features of head-only trials: no model, no metrics
     status: tuple[str, ...] = ()
     terminal_seen: bool = False
     finished: bool = False  # terminal, and its log lines read once more since
@@ -172,8 +173,9 @@ class Follower:
 
     @property
     def final_job(self) -> Job | None:
-        """The training job the execution itself started last (a retry starts one under a new name)."""
-        finals = [j for j in self.jobs.values() if j.kind == "training" and not j.trial]
+        """The training job the execution itself started last (a retry starts one under a new name), not a trial
+        or the feature extraction job."""
+        finals = [j for j in self.jobs.values() if j.kind == "training" and not (j.trial or j.extraction)]
         return finals[-1] if finals else None
 
     @property
@@ -209,6 +211,9 @@ class Follower:
             if "HyperParameterTuningJobName" in parameters:
                 name = parameters["HyperParameterTuningJobName"]
                 self.add_job(Job(name, "tuning", f"tuning job {name}"))
+            elif "TrainingJobName" in parameters and self.state == FEATURE_EXTRACTION_STATE:
+                name = parameters["TrainingJobName"]
+                self.add_job(Job(name, "training", f"feature extraction job {name}", extraction=True))
             elif "TrainingJobName" in parameters:
                 name = parameters["TrainingJobName"]
                 self.add_job(Job(name, "training", f"training job {name}"))

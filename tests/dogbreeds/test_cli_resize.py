@@ -338,3 +338,27 @@ def test_the_registration_matches_the_stack(deployed, monkeypatch, assembly, run
         put["TargetTrackingScalingPolicyConfiguration"]
         == policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
     )
+
+
+def test_a_move_to_a_cpu_type_registers_that_types_derived_target(deployed, monkeypatch, no_sleep, run_cli):
+    """endpoint_target_invocations_per_instance=0: the deploy derives the target for the new type, and so does the
+    registration after it (4 vCPUs / 0.072 s x 60 x 0.5 on ml.c7i.xlarge)."""
+    stub_endpoint(deployed, OLD)
+    deploy = FakeDeploy(deployed, serves_after="ml.c7i.xlarge")
+    monkeypatch.setattr(resize, "run_deploy", deploy)
+
+    result = run_cli("resize-endpoint", "--instance-type", "ml.c7i.xlarge")
+
+    assert result.code == 0, result.err
+    (policy,) = registration()[1]
+    assert policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 1666.0
+
+
+def test_a_type_without_a_pytorch_image_is_a_usage_error(deployed, run_cli):
+    result = run_cli("resize-endpoint", "--instance-type", "ml.c7g.xlarge")
+    assert result.code == EXIT_USAGE
+    assert result.err.startswith(
+        "error: --instance-type ml.c7g.xlarge: the c7g family needs another serving image than the PyTorch "
+        "inference container's x86_64 CPU and NVIDIA GPU builds"
+    )
+    assert result.err.endswith("; accepted is an NVIDIA GPU type (ml.g5.xlarge) or an x86 CPU type (ml.c7i.xlarge)\n")

@@ -709,3 +709,28 @@ def test_an_output_that_is_no_archive_is_a_warning_not_a_failed_run(fake, bucket
         f"warning: could not take metrics.json and curves.png from the output of {TRAINING_JOB}: "
     )
     assert "Execution SUCCEEDED" in result.out
+
+
+def test_a_failed_feature_extraction_is_named_as_such_and_not_taken_for_the_final_job(fake, run_cli):
+    sfn, sm = fake.stub("stepfunctions"), fake.stub("sagemaker")
+    extraction = f"{NAMES.job_name_prefix}-features-0123456789ab"
+    reason = "AlgorithmError: cannot store the extracted features"
+    cause = f"SageMaker job {extraction} ended Failed: {reason}"
+    events = [
+        {"type": "ExecutionStarted"},
+        entered("Tune?"),
+        entered("Extract features"),
+        scheduled("createTrainingJob.sync", TrainingJobName=extraction),
+        {"type": "ExecutionFailed"},
+    ]
+    sfn.add_response("describe_execution", execution("FAILED", error="JobFailed", cause=cause, stopDate=T0))
+    sfn.add_response("get_execution_history", history(*events))
+    for _ in range(2):  # the poll, and the last look after the end
+        sm.add_response("describe_training_job", training_job(extraction, "Failed", "Failed", FailureReason=reason))
+    result = run_cli("train", "--attach", "run-1", "--logs", "none")
+    assert result.code == EXIT_FAILED
+    fake.assert_stubs_used()
+    assert f"feature extraction job {extraction}: Failed / Failed - {reason}" in result.out
+    assert f"training job {extraction}" not in result.out.replace(f"extraction job {extraction}", "")
+    assert "Final metrics" not in result.out and "could not" not in result.err, "no model, no outputs to fetch"
+    assert result.err.endswith(f"error: The training execution FAILED (after 0:00:00): JobFailed: {cause}\n")

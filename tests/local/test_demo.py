@@ -274,3 +274,78 @@ def test_a_wrong_setting_stops_the_demo_before_anything_starts(capsys: pytest.Ca
         "in cdk.json.",
         "error: lambda_max_image_mb=9: accepted is a whole number from 1 to 4.",
     ]
+
+
+# --- --precision ---------------------------------------------------------------------------------------------------
+
+
+def test_int8_has_the_job_quantize_and_the_other_precisions_do_not() -> None:
+    parse = demo.get_args_parser().parse_args
+    assert demo.hyperparameters(parse(["--precision", "int8"]))["quantize"] == "int8"
+    for precision in ("auto", "fp32", "bf16", "fp16"):
+        assert "quantize" not in demo.hyperparameters(parse(["--precision", precision]))
+
+
+def test_an_unknown_precision_is_refused_with_the_accepted_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        demo.main(["--precision", "fp8"])
+    assert exited.value.code == 2
+    assert "argument --precision: invalid choice: 'fp8' (choose from auto, fp32, bf16, fp16, int8)" in (
+        capsys.readouterr().err.replace("'auto', 'fp32', 'bf16', 'fp16', 'int8'", "auto, fp32, bf16, fp16, int8")
+    )
+
+
+@pytest.mark.parametrize(
+    ("gpu", "precision", "message"),
+    [
+        (
+            False,
+            "fp16",
+            "error: --precision fp16 needs a GPU, and this machine, which serves the local endpoint, has no GPU: "
+            "accepted here are auto, fp32, bf16 and int8",
+        ),
+        (
+            True,
+            "int8",
+            "error: --precision int8 needs a CPU, and this machine, which serves the local endpoint, has a GPU: "
+            "accepted here are auto, fp32, bf16 and fp16",
+        ),
+    ],
+)
+def test_a_precision_this_machine_cannot_serve_stops_the_demo_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], gpu: bool, precision: str, message: str
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    assert demo.main(["--precision", precision]) == 2
+    output, errors = capsys.readouterr()
+    assert errors.strip() == message
+    assert "work folder" not in output
+
+
+def test_the_precision_defaults_to_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr(demo, "local_precision_problem", lambda precision: seen.append(precision) or "stop here")
+    demo.main([])
+    demo.main(["-c", "inference_precision=fp32"])
+    demo.main(["-c", "inference_precision=fp32", "--precision", "bf16"])
+    assert seen == ["auto", "fp32", "bf16"]
+
+
+def test_the_demo_trains_quantizes_and_serves_int8(capsys: pytest.CaptureFixture[str]) -> None:
+    status = demo.main([*TINY_DEMO, "--precision", "int8"])
+    output, errors = capsys.readouterr()
+    assert status == 0, output + errors
+    reports = re.findall(
+        r"^ +int8 model: test accuracy [\d.]+ against fp32 [\d.]+ on 12 images: -?[\d.]+ points lost, (within|more "
+        r"than) the 1 allowed; torchscript(?:_frozen)?, calibrated on 12 valid images$",
+        output,
+        re.M,
+    )
+    assert len(reports) == 2, output  # in the metrics, and where the endpoint starts
+    served = "int8" if reports[0] == "within" else "fp32"
+    assert re.search(rf"^ +precision: served in {served} \(INFERENCE_PRECISION=int8\)$", output, re.M), output
+    assert ("not int8: the worker fell back to fp32 and logged why" in output) is (served == "fp32")
+    assert re.search(r"^ +\$ torchrun .* train\.py .*--quantize int8", output, re.M), output
+    assert re.search(r"^ +\[rank 0\] int8: test top-1 ", output, re.M), output

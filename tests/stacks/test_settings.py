@@ -39,7 +39,8 @@ def test_defaults_reproduce_the_design_seed_values(settings):
     assert settings.notebook_instance_type == "ml.t3.medium"
     assert settings.endpoint_instance_type == "ml.g4dn.xlarge"
     assert (settings.endpoint_min_capacity, settings.endpoint_max_capacity) == (1, 3)
-    assert settings.endpoint_target_invocations_per_instance == 70
+    assert settings.endpoint_target_invocations_per_instance == 0, "derived from the instance type"
+    assert settings.endpoint_scaling_target == 70
     assert settings.endpoint_scale_in_cooldown_seconds == 60
     assert settings.endpoint_scale_out_cooldown_seconds == 60
     assert settings.lambda_reserved_concurrency == 10
@@ -503,3 +504,59 @@ def test_the_decoding_budgets_reach_the_models_environment(settings):
     environment = model_environment(settings.replace(endpoint_max_decode_mb=512, endpoint_max_jpeg_scans=50), "x")
     assert (environment["MAX_DECODE_BYTES"], environment["MAX_JPEG_SCANS"]) == (str(512 * 1024 * 1024), "50")
     assert (settings.endpoint_max_decode_mb, settings.endpoint_max_jpeg_scans) == (384, 100)  # inference.py's too
+
+
+# --- serving precision -----------------------------------------------------------------------------------------
+
+
+def test_the_serving_precision_is_auto_by_default_and_reaches_the_models_environment(settings):
+    from dogbreeds_stacks.contract import model_environment
+
+    assert settings.inference_precision == "auto"
+    assert model_environment(settings, "x")["INFERENCE_PRECISION"] == "auto"
+    cpu = settings.replace(endpoint_instance_type="ml.c7i.xlarge", inference_precision="int8")
+    assert model_environment(cpu, "x")["INFERENCE_PRECISION"] == "int8"
+
+
+def test_the_precisions_are_inference_py_s():
+    assert training_hyperparameters().INFERENCE_PRECISIONS == ("auto", "fp32", "bf16", "fp16", "int8")
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "precision"),
+    [
+        ("ml.g4dn.xlarge", "auto"),
+        ("ml.g4dn.xlarge", "fp16"),
+        ("ml.g5.xlarge", "bf16"),
+        ("ml.g4dn.xlarge", "fp32"),
+        ("ml.c7i.xlarge", "auto"),
+        ("ml.c7i.xlarge", "int8"),
+        ("ml.c7i.xlarge", "bf16"),
+        ("ml.m5.large", "fp32"),
+    ],
+)
+def test_a_precision_the_instance_type_computes_in_passes(instance_type, precision):
+    overrides = {"endpoint_instance_type": instance_type, "inference_precision": precision}
+    assert Settings.from_mapping({**defaults(), **overrides}, check_images=False).inference_precision == precision
+
+
+def test_int8_on_a_gpu_type_is_refused():
+    assert _error(inference_precision="int8") == [
+        'inference_precision="int8" needs a CPU type (PyTorch\'s x86 int8 backend runs on CPUs only), and '
+        'endpoint_instance_type="ml.g4dn.xlarge" is an NVIDIA GPU type: accepted with it are auto, fp32, bf16 and '
+        "fp16; or choose another endpoint_instance_type."
+    ]
+
+
+def test_fp16_on_a_cpu_type_is_refused():
+    assert _error(inference_precision="fp16", endpoint_instance_type="ml.c7i.xlarge") == [
+        'inference_precision="fp16" needs an NVIDIA GPU type, and endpoint_instance_type="ml.c7i.xlarge" is a CPU '
+        "type: accepted with it are auto, fp32, bf16 and int8; or choose another endpoint_instance_type."
+    ]
+
+
+@pytest.mark.parametrize("value", ["fp8", "INT8", "", "off"])
+def test_an_unknown_precision_is_refused_with_the_accepted_ones(value):
+    assert _error(inference_precision=value) == [
+        f"inference_precision={json.dumps(value)}: accepted is one of auto, fp32, bf16, fp16, int8."
+    ]

@@ -4,6 +4,7 @@ LocalStack's interpreter in moto (tests/stacks/stepfunctions_local.py)."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import re
@@ -13,6 +14,7 @@ from cfnlint.api import ManualArgs, lint
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser, ASLParserException
 
 import metrics
+import train
 from dogbreeds_stacks.contract import NOT_APPROVED, model_environment, training_hyperparameters
 from dogbreeds_stacks.training_pipeline import (
     ATTEMPT_ID_LENGTH,
@@ -187,6 +189,7 @@ def test_definition_uses_jsonata_and_has_the_whole_flow(definition):
     states = definition["States"]
     assert states["Tune hyperparameters"]["Resource"] == f"arn:aws:states:::{TUNING_SYNC}"
     assert states["Train"]["Resource"] == f"arn:aws:states:::{TRAINING_SYNC}"
+    assert states["Extract features"]["Resource"] == f"arn:aws:states:::{TRAINING_SYNC}"
     assert states["Record model metrics"]["Resource"] == "arn:aws:states:::aws-sdk:s3:putObject"
     assert states["Register model"]["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:createModelPackage"
     assert {"Quality gate", "Below quality gate", "No test metric", "Bad input", "No data set", "Job failed"} <= set(
@@ -231,7 +234,7 @@ def test_metric_definitions_are_the_training_scripts_regexes_and_read_its_lines(
 
 
 def test_jobs_are_retried_only_when_sagemaker_refused_to_start_them_and_failures_are_caught(definition):
-    for state in ("Tune hyperparameters", "Train"):
+    for state in ("Extract features", "Tune hyperparameters", "Train"):
         retried = {e for r in definition["States"][state]["Retry"] for e in r["ErrorEquals"]}
         assert "States.TaskFailed" not in retried and "States.ALL" not in retried, "a job that ran is not rerun"
         assert "SageMaker.ResourceLimitExceededException" in retried
@@ -273,6 +276,8 @@ def test_default_run_tunes_then_trains_on_two_instances_with_torchrun(pipeline, 
     static = tune["TrainingJobDefinition"]["StaticHyperParameters"]
     assert "learning_rate" not in static and "batch_size" not in static
     assert static["epochs"] == str(settings.tuning_epochs) and "sagemaker_torch_distributed_enabled" not in static
+    assert json.loads(static["quantize"]) == "none"  # trials never write an int8 model
+    assert "quantize" not in hp  # inference_precision=auto: nor does the final job
     package = registered(pipeline, result)
     assert result.output == {
         "model_package_arn": package["ModelPackageArn"],
@@ -299,6 +304,104 @@ def test_job_names_fit_sagemakers_limits_and_checkpoints_are_per_run(pipeline):
         "S3Uri": f"s3://{bucket(pipeline)}/checkpoints/{run}/",
         "LocalPath": "/opt/ml/checkpoints",
     }
+
+
+# --- executions: head-only tuning shares one feature extraction ------------------------------------------
+
+HEAD_ONLY = {"hyperparameters": {"trainable": "head"}}
+
+
+def test_head_only_tuning_extracts_the_features_once_before_the_trials(pipeline):
+    result = succeeded(pipeline, HEAD_ONLY)
+    start = result.states.index("Tune?")
+    assert result.states[start : start + 4] == ["Tune?", "Extract features", "Tune hyperparameters", "Train"]
+    extract, tune, train = (result.call(state) for state in ("Extract features", "Tune hyperparameters", "Train"))
+    trials = tune["TrainingJobDefinition"]
+    store = f"s3://{bucket(pipeline)}/features/"
+    hp = extract["HyperParameters"]
+    assert hp["extract_features"] == "true" and json.loads(hp["feature_store"]) == store
+    # The trials' values, channels, image and instance type: the key they compute is the one the step stored.
+    assert {k: v for k, v in hp.items() if k != "extract_features"} == trials["StaticHyperParameters"]
+    assert extract["InputDataConfig"] == trials["InputDataConfig"] == train["InputDataConfig"]
+    assert extract["AlgorithmSpecification"] == {
+        "TrainingImage": trials["AlgorithmSpecification"]["TrainingImage"],
+        "TrainingInputMode": "File",
+    }
+    assert extract["ResourceConfig"] == trials["ResourceConfig"]
+    assert extract["ResourceConfig"]["InstanceCount"] == 1
+    assert extract["OutputDataConfig"] == trials["OutputDataConfig"]
+    assert extract["VpcConfig"] == trials["VpcConfig"]
+    run = train["TrainingJobName"].split("-")[2]
+    assert re.fullmatch(rf"dogbreeds-features-{run}-[0-9a-f]{{{ATTEMPT_ID_LENGTH}}}", extract["TrainingJobName"])
+    # The final job reads them too (when its instances compute them the same way); the registry records only
+    # what defines the model.
+    assert json.loads(train["HyperParameters"]["feature_store"]) == store
+    metadata = registered(pipeline, result)["CustomerMetadataProperties"]
+    assert metadata["hp.trainable"] == "head" and not any("feature" in key for key in metadata)
+
+
+@pytest.mark.parametrize(
+    ("execution_input", "extracts", "shares"),
+    [
+        ({}, False, False),  # the default, last_block: the backbone trains, nothing to share
+        ({"hyperparameters": {"trainable": "all"}}, False, False),
+        ({"hyperparameters": {"trainable": "head", "augment": True}}, False, False),  # features computed every epoch
+        ({"hyperparameters": {"trainable": "head", "augment": "auto"}}, True, True),
+        ({"hyperparameters": {"trainable": "head", "augment": False}}, True, True),
+        ({"tune": False, "hyperparameters": {"trainable": "head"}}, False, True),  # no trials; the final job reads
+    ],
+)
+def test_features_are_shared_only_where_the_runs_cache_them(pipeline, execution_input, extracts, shares):
+    result = succeeded(pipeline, execution_input)
+    assert ("Extract features" in result.states) is extracts
+    assert ("feature_store" in result.call("Train")["HyperParameters"]) is shares
+    if execution_input.get("tune", True):
+        static = result.call("Tune hyperparameters")["TrainingJobDefinition"]["StaticHyperParameters"]
+        assert ("feature_store" in static) is shares
+
+
+def toolkit_arguments(hyperparameters: dict[str, str]) -> argparse.Namespace:
+    """train.py's options as the SageMaker training toolkit passes the job's hyperparameters: each value
+    JSON-decoded, then ``--name str(value)``; the toolkit's own sagemaker_* values are not passed."""
+    argv = []
+    for name, value in hyperparameters.items():
+        if not name.startswith("sagemaker_"):
+            argv += [f"--{name}", str(json.loads(value))]
+    return train.get_args_parser().parse_args(argv)
+
+
+def test_the_extraction_job_and_the_trials_open_the_same_s3_store_in_train_py(pipeline):
+    result = succeeded(pipeline, HEAD_ONLY)
+    extraction = toolkit_arguments(result.call("Extract features")["HyperParameters"])
+    static = result.call("Tune hyperparameters")["TrainingJobDefinition"]["StaticHyperParameters"]
+    trial = toolkit_arguments(static | {"learning_rate": "0.01", "batch_size": "64"})
+    assert extraction.extract_features is True and trial.extract_features is False
+    stores = [
+        train.open_feature_store(args, cache=train.augmentation_and_caching(args)[1]) for args in (extraction, trial)
+    ]
+    assert [(store.bucket, store.prefix) for store in stores] == [(bucket(pipeline), "features/")] * 2
+    for name in ("backbone", "image_size", "amp", "channels_last", "seed", "pretrained", "resize_size"):
+        assert getattr(extraction, name) == getattr(trial, name), name  # what the key is made of
+
+
+def test_a_failed_feature_extraction_ends_the_run_before_tuning(pipeline):
+    pipeline.sagemaker.training_outcomes.append(
+        JobOutcome(status="Failed", failure_reason="AlgorithmError: cannot store the extracted features")
+    )
+    result = pipeline.run(HEAD_ONLY)
+    assert (result.status, result.error) == ("FAILED", "JobFailed")
+    name = result.call("Extract features")["TrainingJobName"]
+    assert result.cause == f"SageMaker job {name} ended Failed: AlgorithmError: cannot store the extracted features"
+    assert result.states[-2:] == ["Extract features", "Job failed"]
+    assert not registrations_by(pipeline, result), "a failed job registers nothing"
+
+
+def test_a_refused_feature_extraction_is_retried_with_a_new_job_name(pipeline):
+    pipeline.sagemaker.training_outcomes.extend([JobOutcome(refuse="ResourceLimitExceeded"), JobOutcome()])
+    result = succeeded(pipeline, HEAD_ONLY)
+    names = [call["TrainingJobName"] for call in result.calls_of("Extract features")]
+    assert len(names) == 2 and len(set(names)) == 2
+    assert "Tune hyperparameters" in result.states
 
 
 # --- executions: the model registry ------------------------------------------------------------------
@@ -522,7 +625,7 @@ BAD_INPUTS = [
     (
         {"tune": False, "hyperparameters": {"lr": 0.1}},
         "Unknown hyperparameter(s) lr; accepted: learning_rate, batch_size, backbone, trainable, patience, seed, "
-        "image_size, amp, channels_last, augment.",
+        "image_size, amp, channels_last, augment, quantize.",
     ),
     (
         {"tune": False, "hyperparameters": {"learning_rate": "0.1"}},
@@ -736,3 +839,21 @@ def test_input_checks_accept_exactly_what_train_py_accepts(pipeline):
     assert (result.status, result.error) == ("FAILED", "InvalidInput")
     messages = [f"hyperparameters.{name} must be {train.HYPERPARAMETERS[name].kind.accepted}." for name in refused]
     assert result.cause == "The execution input was refused: " + " ".join(messages)
+
+
+def test_an_int8_endpoint_has_the_final_job_quantize(settings):
+    from dataclasses import fields
+
+    from dogbreeds_stacks import training_pipeline
+
+    resources = training_pipeline.PipelineResources(
+        **{
+            f.name: [] if "list" in str(f.type) else {} if "dict" in str(f.type) else "x"
+            for f in fields(training_pipeline.PipelineResources)
+        }
+    )
+    int8 = settings.replace(endpoint_instance_type="ml.c7i.xlarge", inference_precision="int8")
+    assert training_pipeline._config(int8, resources)["defaults"]["hyperparameters"]["quantize"] == "int8"
+    for other in ("auto", "fp32", "bf16"):
+        cpu = settings.replace(endpoint_instance_type="ml.c7i.xlarge", inference_precision=other)
+        assert "quantize" not in training_pipeline._config(cpu, resources)["defaults"]["hyperparameters"]

@@ -90,11 +90,11 @@ def test_execution_role_statements_are_exactly_these(training):
         ],
     }
     prefixes = lambda sid: sorted(arn_text(r).rsplit("/", 2)[-2] + "/" for r in as_list(statements[sid]["Resource"]))  # noqa: E731
-    assert prefixes("ArtifactsWrite") == ["checkpoints/", "models/"]
+    assert prefixes("ArtifactsWrite") == ["checkpoints/", "features/", "models/"]
     reads = sorted(
         arn_text(r).split("dogbreeds-artifact-bucket>/", 1)[1] for r in statements["ArtifactsRead"]["Resource"]
     )
-    assert reads == ["checkpoints/*", "datasets/dogImages/*", "pretrained/*"]
+    assert reads == ["checkpoints/*", "datasets/dogImages/*", "features/*", "pretrained/*"]
     assert statements["JobMetrics"]["Condition"] == {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}
     assert statements["EncryptVolumes"]["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
     assert "ec2:Vpc" in statements["ManageInterfacesInOurVpc"]["Condition"]["ArnEquals"]

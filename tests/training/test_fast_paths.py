@@ -3,8 +3,9 @@
 - ``inference.preprocess`` (tensor ops on the decoded pixels) against ``model.eval_transform`` (torchvision on PIL);
 - ``data.load_rgb`` with a reduced JPEG decode (``draft_size``) against a full decode, for evaluation and for
   training's random crops;
-- serving precision: fp32 on a CPU whatever ``INFERENCE_AMP`` says, and the autocast dtype chosen for a GPU;
 - ``model.backbone_and_head``, which the feature cache of train.py runs.
+
+Serving precision (``INFERENCE_PRECISION``) is tested in test_precision.py, the int8 model in test_quantize.py.
 """
 
 from __future__ import annotations
@@ -94,68 +95,6 @@ def test_a_served_model_preprocesses_with_preprocess(stand_in: str) -> None:
     served = inference.model_fn(stand_in)
     image = pattern("Red_left", (60, 40))
     assert torch.equal(served.transform(image), inference.preprocess(image, STAND_IN_CONFIG))
-
-
-# --- serving precision and memory format -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("amp", ["auto", "bf16", "fp16", "off"])
-def test_a_cpu_serves_in_fp32_in_channels_last(stand_in: str, monkeypatch: pytest.MonkeyPatch, amp: str) -> None:
-    monkeypatch.setenv("INFERENCE_AMP", amp)
-    served = inference.model_fn(stand_in)
-    assert (served.device.type, served.amp_dtype, served.memory_format) == ("cpu", None, torch.channels_last)
-    assert served.network.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    seen: list[tuple[torch.dtype, torch.dtype, bool]] = []
-
-    def record(module: torch.nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
-        seen.append((inputs[0].dtype, output.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last)))
-
-    served.network.register_forward_hook(record)
-    request = inference.parse_request(jpeg_bytes(pattern("Red_top")), "image/jpeg", served)
-    answer = inference.predict(request, served)
-    assert answer["predictions"][0]["label"] == "Red top"
-    assert seen == [(torch.float32, torch.float32, True)]
-
-
-@pytest.mark.parametrize("amp", ["auto", "bf16", "fp16", "off", " OFF "])
-def test_the_cpu_autocast_dtype_is_always_none(amp: str) -> None:
-    assert inference.autocast_dtype(amp, torch.device("cpu")) is None
-
-
-@pytest.mark.parametrize(
-    ("capability", "amp", "expected"),
-    [
-        ((7, 5), "auto", torch.float16),  # T4 (ml.g4dn): no native bf16
-        ((7, 0), "auto", torch.float16),  # V100 (ml.p3)
-        ((8, 6), "auto", torch.bfloat16),  # A10G (ml.g5)
-        ((9, 0), "auto", torch.bfloat16),  # H100
-        ((7, 5), "fp16", torch.float16),
-        ((8, 6), "fp16", torch.float16),
-        ((8, 0), "bf16", torch.bfloat16),
-        ((7, 5), "off", None),
-        ((8, 6), "off", None),
-    ],
-)
-def test_the_gpu_autocast_dtype_follows_the_compute_capability(
-    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], amp: str, expected: torch.dtype | None
-) -> None:
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    assert inference.autocast_dtype(amp, torch.device("cuda", 0)) == expected
-
-
-def test_bf16_on_a_gpu_without_native_bf16_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
-    with pytest.raises(
-        ValueError, match=r"^INFERENCE_AMP bf16 needs a GPU of compute capability 8.0 or newer, not a Tesla T4; "
-    ):
-        inference.autocast_dtype("bf16", torch.device("cuda", 0))
-
-
-def test_an_unknown_inference_amp_stops_the_worker(stand_in: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INFERENCE_AMP", "fp8")
-    with pytest.raises(ValueError, match=r"^INFERENCE_AMP must be one of auto, bf16, fp16, off, got 'fp8'$"):
-        inference.model_fn(stand_in)
 
 
 # --- reduced JPEG decoding in the training data loader --------------------------------------------------------

@@ -36,6 +36,7 @@ CHECKPOINT_KEYS = {
     "history",
     "best_epoch",
     "best_model",
+    "backbone_sha256",
     "finished",
 }
 
