@@ -82,6 +82,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=None, help="rounds of the loop runs (default: 1 quick, 2 full)")
     parser.add_argument("--trials", type=int, default=None, help="trials of the tuning job (default: 2 quick, 6 full)")
     parser.add_argument("--trial-epochs", type=int, default=3, help="epochs of a tuning trial (default: %(default)s)")
+    parser.add_argument(
+        "--parts",
+        default="loops,tuning,loading",
+        help="what to measure, comma-separated: loops, tuning, loading (default: %(default)s)",
+    )
     parser.add_argument("--naive-loop-json", default=None, help=argparse.SUPPRESS)  # one naive run, in this process
     parser.add_argument("--learning-rate", type=float, default=0.01, help=argparse.SUPPRESS)
     benchkit.add_report_options(parser)
@@ -478,45 +483,50 @@ LOOP_HEADER = (
 )
 
 
-def report(facts: dict, setup: dict, loops: dict, tuning: dict, pieces: list[dict]) -> str:
-    naive_runs = loops["runs"]["naive loop"]
-    split = [
-        (
-            row["epoch"],
-            f"{row['loading_seconds']:.2f}",
-            f"{row['compute_seconds']:.2f}",
-            f"{row['checkpoint_seconds']:.3f}",
-        )
-        for row in naive_runs[0]["epochs"]
-    ]
-    trial_rows = tuning_rows(tuning)
+def report(facts: dict, setup: dict, loops: dict | None, tuning: dict | None, pieces: list[dict] | None) -> str:
     lines = [
         *benchkit.report_header("### Training: train.py's loop against the naive loop, and a tuning job", facts, setup),
-        f"Set-up: {setup['description']}. train.py reported: `{setup['train_py']}`.",
+        f"Set-up: {setup['description']}." + (f" train.py reported: `{setup['train_py']}`." if loops else ""),
         "",
+    ]
+    if loops:
+        lines += loop_lines(loops)
+    if tuning:
+        lines += tuning_lines(setup, tuning)
+    if pieces:
+        lines += [
+            "Data loading per image, p50 ms (decode and transform, one process, the variants alternating):",
+            "",
+            table(
+                ["photo", "transform", "decode", "ms"],
+                [(row["photo"], row["transform"], row["decode"], benchkit.ms(row["seconds"])) for row in pieces],
+            ),
+        ]
+    return "\n".join(lines).rstrip()
+
+
+def loop_lines(loops: dict) -> list[str]:
+    split = [
+        (row["epoch"], *(f"{row[key]:.2f}" for key in ("loading_seconds", "compute_seconds", "checkpoint_seconds")))
+        for row in loops["runs"]["naive loop"][0]["epochs"]
+    ]
+    return [
         f"The loop, runs alternating ({loops['note']}). Per epoch: training, evaluation and the checkpoint "
         "write; images/s: training images over the training pass; p50s over the epochs after the first of every "
         "run; speed-ups are ratios of p50s; wall: the whole process, start-up and outputs included (median):",
         "",
-        table(
-            [
-                "run",
-                "runs x epochs",
-                "images/s",
-                "s/epoch",
-                "checkpoint s",
-                "images/s vs naive",
-                "epoch vs naive",
-                "wall s",
-            ],
-            loop_rows(loops),
-        ),
+        table(LOOP_HEADER, loop_rows(loops)),
         "",
         "The naive loop's first run, seconds waiting for batches (decoding and augmenting in the process), "
         "computing, and writing the checkpoint:",
         "",
         table(["epoch", "waiting for data", "computing", "checkpoint"], split),
         "",
+    ]
+
+
+def tuning_lines(setup: dict, tuning: dict) -> list[str]:
+    return [
         f"A tuning job: {setup['trials']} head-only trials (`--trainable head`) of {setup['trial_epochs']} epochs, "
         f"learning rates {', '.join(map(str, TRIAL_LEARNING_RATES[: setup['trials']]))}, the three ways alternating "
         f"trial by trial ({tuning['note']}). Job trial-seconds, wall: the trial processes' wall times added up "
@@ -524,18 +534,11 @@ def report(facts: dict, setup: dict, loops: dict, tuning: dict, pieces: list[dic
         "trials' epochs (checkpoints included) and the extraction alone; outside epochs: a trial's wall time "
         "less its epochs. vs naive: the naive job's trial-seconds over each way's:",
         "",
-        table(TUNING_HEADER, trial_rows),
+        table(TUNING_HEADER, tuning_rows(tuning)),
         "",
         break_even(tuning, setup["images_per_epoch"], 8.0),
         "",
-        "Data loading per image, p50 ms (decode and transform, one process, the variants alternating):",
-        "",
-        table(
-            ["photo", "transform", "decode", "ms"],
-            [(row["photo"], row["transform"], row["decode"], benchkit.ms(row["seconds"])) for row in pieces],
-        ),
     ]
-    return "\n".join(lines)
 
 
 def images_per_epoch(data_dir: Path) -> int:
@@ -583,12 +586,13 @@ def main(args: argparse.Namespace) -> None:
         log(idle)
         other_load, load_before = benchkit.OtherLoad(), benchkit.load_average()
         calibration = benchkit.calibrate(policy=args.policy)
-        loops = loop_comparison(data_dir, work, args, on, rounds)
-        tuning = tuning_comparison(data_dir, work, args, trials)
-        pieces = loading_pieces(work, args, 10 if args.quick else 30)
+        parts = set(args.parts.split(","))
+        loops = loop_comparison(data_dir, work, args, on, rounds) if "loops" in parts else None
+        tuning = tuning_comparison(data_dir, work, args, trials) if "tuning" in parts else None
+        pieces = loading_pieces(work, args, 10 if args.quick else 30) if "loading" in parts else None
         setup = {
             "description": describe(args, per_split, on),
-            "train_py": loops["runs"]["train.py, defaults"][0]["setup"],
+            "train_py": loops["runs"]["train.py, defaults"][0]["setup"] if loops else "",
             "trials": trials,
             "trial_epochs": args.trial_epochs,
             "images_per_epoch": images_per_epoch(data_dir),

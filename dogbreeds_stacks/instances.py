@@ -32,11 +32,11 @@ _SIZE = re.compile(r"^(?:(?P<n>[0-9]+)?xlarge|large|medium)$")
 # worker per vCPU, each torch using every core, and threads contending for 2 cores slowed a forward pass 7x.
 CPU_THREADS_PER_WORKER = 2
 # vCPU time of one whole batch-1 request in fp32 (decode, preprocess, forward, answer), in seconds: 2 threads x
-# 35.6 ms, the p50 of a 1600x1200 JPEG through inference.py in docs/benchmarks.md's inference table (AMD EPYC with
-# AVX-512, torch 2.14.1, 2026-11-24). An upper bound: decode and preprocess (6 of the 35.6 ms) use one thread. bf16
-# (about 1.85x) and int8 (about 4.6x, issue 16's measurements) need less, so the derived target is conservative for
-# them: measure under load and set endpoint_target_invocations_per_instance to serve more per instance.
-CPU_SECONDS_PER_REQUEST = 0.072
+# 71.8 ms, the p50 of a 1600x1200 JPEG through inference.py in docs/benchmarks.md's summary (a 2-core Sapphire
+# Rapids guest, fp32 GEMM 323 GFLOP/s, torch 2.14.1, 2026-12-02), rounded up. An upper bound: decode and preprocess
+# use one thread. bf16 (49.9 ms there) and int8 (20.2 ms) need less, so the derived target is conservative for
+# them: load-test and set endpoint_target_invocations_per_instance to serve more per instance.
+CPU_SECONDS_PER_REQUEST = 0.144
 # SageMaker's load-testing guide sets a target-tracking target at an instance's peak x a safety factor, starting
 # at 0.5: an instance at its target has about half its vCPU time spare for bursts until the fleet scales out.
 SCALING_SAFETY_FACTOR = 0.5

@@ -258,8 +258,8 @@ class Settings:
     endpoint_target_invocations_per_instance: int = field(
         metadata=_doc(
             "Target of SageMakerVariantInvocationsPerInstance (invocations per minute per instance). 0: derived "
-            "from endpoint_instance_type: 70 on a GPU type; on a CPU type half its peak, vCPUs / 0.072 s of vCPU "
-            "time per request x 60 x 0.5 (ml.c7i.xlarge: 1666), from the fp32 request of docs/benchmarks.md."
+            "from endpoint_instance_type: 70 on a GPU type; on a CPU type half its peak, vCPUs / 0.144 s of vCPU "
+            "time per request x 60 x 0.5 (ml.c7i.xlarge: 833), from the fp32 request of docs/benchmarks.md."
         )
     )
     endpoint_scale_in_cooldown_seconds: int = field(metadata=_doc("Seconds between scale-in activities."))

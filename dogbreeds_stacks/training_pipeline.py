@@ -314,17 +314,7 @@ def _tuning_states(s: Settings, r: PipelineResources) -> dict:
                     },
                     "RoleArn": r.role_arn,
                     "InputDataConfig": "{% $channels %}",
-                    "OutputDataConfig": {
-                        "S3OutputPath": f"s3://{r.bucket_name}/{r.models_prefix}tuning/",
-                        "KmsKeyId": r.key_arn,
-                    },
-                    "ResourceConfig": _resource_config(
-                        instance_type=_js(s.tuning_instance_type),
-                        instance_count="1",
-                        volume_gb=s.training_volume_size_gb,
-                        key_arn=r.key_arn,
-                    ),
-                    "StoppingCondition": {"MaxRuntimeInSeconds": s.training_max_runtime_seconds},
+                    **_trial_resources(s, r),
                     "VpcConfig": vpc_config,
                 },
                 "Tags": [{"Key": "project", "Value": s.project_name}],
@@ -337,6 +327,23 @@ def _tuning_states(s: Settings, r: PipelineResources) -> dict:
             "Catch": _job_catch(),
             "Next": "Train",
         },
+    }
+
+
+def _trial_resources(s: Settings, r: PipelineResources) -> dict:
+    """Where a tuning trial (or the feature extraction, on the trials' instance type) writes, and what it runs on."""
+    return {
+        "OutputDataConfig": {
+            "S3OutputPath": f"s3://{r.bucket_name}/{r.models_prefix}tuning/",
+            "KmsKeyId": r.key_arn,
+        },
+        "ResourceConfig": _resource_config(
+            instance_type=_js(s.tuning_instance_type),
+            instance_count="1",
+            volume_gb=s.training_volume_size_gb,
+            key_arn=r.key_arn,
+        ),
+        "StoppingCondition": {"MaxRuntimeInSeconds": s.training_max_runtime_seconds},
     }
 
 
@@ -359,17 +366,7 @@ def _feature_extraction_state(s: Settings, r: PipelineResources, vpc_config: dic
             "HyperParameters": "{% $merge([$run.tuningHyperParameters, {'extract_features': 'true'}]) %}",
             "RoleArn": r.role_arn,
             "InputDataConfig": "{% $channels %}",
-            "OutputDataConfig": {
-                "S3OutputPath": f"s3://{r.bucket_name}/{r.models_prefix}tuning/",
-                "KmsKeyId": r.key_arn,
-            },
-            "ResourceConfig": _resource_config(
-                instance_type=_js(s.tuning_instance_type),
-                instance_count="1",
-                volume_gb=s.training_volume_size_gb,
-                key_arn=r.key_arn,
-            ),
-            "StoppingCondition": {"MaxRuntimeInSeconds": s.training_max_runtime_seconds},
+            **_trial_resources(s, r),
             "VpcConfig": vpc_config,
             "Tags": [{"Key": "project", "Value": s.project_name}],
         },

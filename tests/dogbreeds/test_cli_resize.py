@@ -342,7 +342,7 @@ def test_the_registration_matches_the_stack(deployed, monkeypatch, assembly, run
 
 def test_a_move_to_a_cpu_type_registers_that_types_derived_target(deployed, monkeypatch, no_sleep, run_cli):
     """endpoint_target_invocations_per_instance=0: the deploy derives the target for the new type, and so does the
-    registration after it (4 vCPUs / 0.072 s x 60 x 0.5 on ml.c7i.xlarge)."""
+    registration after it (4 vCPUs / 0.144 s x 60 x 0.5 on ml.c7i.xlarge)."""
     stub_endpoint(deployed, OLD)
     deploy = FakeDeploy(deployed, serves_after="ml.c7i.xlarge")
     monkeypatch.setattr(resize, "run_deploy", deploy)
@@ -351,7 +351,7 @@ def test_a_move_to_a_cpu_type_registers_that_types_derived_target(deployed, monk
 
     assert result.code == 0, result.err
     (policy,) = registration()[1]
-    assert policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 1666.0
+    assert policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 833.0
 
 
 def test_a_type_without_a_pytorch_image_is_a_usage_error(deployed, run_cli):

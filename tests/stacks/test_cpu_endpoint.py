@@ -97,14 +97,14 @@ def test_the_blackwell_g7_family_is_a_gpu_and_arm_and_accelerator_families_have_
 def test_the_scaling_target_is_derived_from_the_type_unless_it_is_set():
     assert Settings.load().endpoint_scaling_target == 70
     cpu = Settings.load([f"endpoint_instance_type={CPU_TYPE}"])
-    # 4 vCPUs / 0.072 s per request = 55.6 requests/s at the peak, 3333 a minute; half of it is the target.
-    assert cpu.endpoint_scaling_target == derived_invocations_per_minute(CPU_TYPE) == 1666
-    assert Settings.load(["endpoint_instance_type=ml.c7i.large"]).endpoint_scaling_target == 833
+    # 4 vCPUs / 0.144 s per request = 27.8 requests/s at the peak, 1666 a minute; half of it is the target.
+    assert cpu.endpoint_scaling_target == derived_invocations_per_minute(CPU_TYPE) == 833
+    assert Settings.load(["endpoint_instance_type=ml.c7i.large"]).endpoint_scaling_target == 416
     explicit = Settings.load([f"endpoint_instance_type={CPU_TYPE}", "endpoint_target_invocations_per_instance=500"])
     assert explicit.endpoint_scaling_target == 500
     assert Settings.load(["endpoint_target_invocations_per_instance=90"]).endpoint_scaling_target == 90
-    # The API's derived rate follows the derived target: 3 instances x 1666 / 60 x 2, rounded up.
-    assert cpu.api_rate_limit == 167
+    # The API's derived rate follows the derived target: 3 instances x 833 / 60 x 2, rounded up.
+    assert cpu.api_rate_limit == 84
 
 
 def test_a_cpu_type_is_accepted_and_a_type_without_a_pytorch_image_is_refused():
@@ -154,7 +154,7 @@ def test_the_cpu_endpoint_runs_two_workers_of_two_threads_and_tracks_the_cpu_tar
     environment = model["Properties"]["PrimaryContainer"]["Environment"]
     assert (environment["SAGEMAKER_MODEL_SERVER_WORKERS"], environment["OMP_NUM_THREADS"]) == ("2", "2")
     _, policy = one(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
-    assert policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 1666
+    assert policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 833
 
 
 def test_the_cpu_dashboard_has_no_gpu_graphs(cpu, endpoint_gpu_dashboard_titles):
@@ -200,8 +200,8 @@ def test_cost_compares_the_cpu_option_with_the_gpu_default_per_month_and_per_mil
     hourly = prices["sagemaker_hosting_per_hour"][CPU_TYPE]
     assert hourly == 0.2142
     (line,) = [x for x in estimate.per_million if x.item == "Endpoint at the scaling target"]
-    assert line.low == pytest.approx(hourly / (1666 * 60) * 1e6)
-    assert line.detail.startswith("1666 invocations/min per ml.c7i.xlarge: 4 vCPUs / 72 ms of vCPU time")
+    assert line.low == pytest.approx(hourly / (833 * 60) * 1e6)
+    assert line.detail.startswith("833 invocations/min per ml.c7i.xlarge: 4 vCPUs / 144 ms of vCPU time")
     cpu_option, gpu_option = estimate.endpoint_options
     assert (cpu_option.instance_type, cpu_option.configured, gpu_option.instance_type) == (
         CPU_TYPE,
