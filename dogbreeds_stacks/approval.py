@@ -18,15 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from dogbreeds_stacks.constructs.iam import Permissions
+from dogbreeds_stacks.constructs.iam import Permissions, service_role
 from dogbreeds_stacks.constructs.logs import log_retention
 from dogbreeds_stacks.nag import acknowledge
 from dogbreeds_stacks.settings import Settings
@@ -156,12 +155,10 @@ class ApprovalRecorder(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         s, r = settings, resources
-        role = iam.Role(
+        role = service_role(
             self,
             "Role",
-            assumed_by=iam.ServicePrincipal("states.amazonaws.com").with_conditions(
-                {"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
-            ),
+            service="states",
             description="The approval recorder: reads the group's approved versions, writes one SSM parameter",
         )
         p = Permissions(self, "Policy", role=role)

@@ -24,6 +24,7 @@ from dogbreeds_stacks.constructs.iam import (
     allow_key_use,
     allow_sagemaker_metrics,
     allow_vpc_interfaces,
+    service_role,
 )
 from dogbreeds_stacks.contract import NOT_APPROVED, PREFIXES, model_environment
 from dogbreeds_stacks.foundation import Foundation
@@ -243,12 +244,10 @@ class EndpointStack(Stack):
     def _model_role(
         self, s: Settings, f: Foundation, security_group: ec2.ISecurityGroup, repository_arn: str
     ) -> tuple[iam.Role, Permissions]:
-        role = iam.Role(
+        role = service_role(
             self,
             "ModelRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com").with_conditions(
-                {"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
-            ),
+            service="sagemaker",
             description="The endpoint's model: read its package and artifact, pull the image, write logs and metrics",
         )
         group = s.names.model_package_group

@@ -5,14 +5,20 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from aws_cdk import Aws, CfnOutput, Stack
+from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from dogbreeds_stacks.constructs.iam import Permissions, allow_bucket_prefixes, allow_key_use, allow_vpc_interfaces
+from dogbreeds_stacks.constructs.iam import (
+    Permissions,
+    allow_bucket_prefixes,
+    allow_key_use,
+    allow_vpc_interfaces,
+    service_role,
+)
 from dogbreeds_stacks.contract import PREFIXES
 from dogbreeds_stacks.foundation import Foundation
 from dogbreeds_stacks.settings import Settings
@@ -107,12 +113,10 @@ class NotebookStack(Stack):
             description="Notebook instance: no inbound traffic; outbound to AWS APIs",
             allow_all_outbound=True,
         )
-        role = iam.Role(
+        role = service_role(
             self,
             "Role",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com").with_conditions(
-                {"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
-            ),
+            service="sagemaker",
             description="The team's notebook: artifacts, the training pipeline, the endpoint, nothing more",
         )
         permissions = self._permissions(s, f, role, security_group, state_machine)

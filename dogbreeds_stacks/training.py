@@ -22,6 +22,7 @@ from dogbreeds_stacks.constructs.iam import (
     allow_key_use,
     allow_sagemaker_metrics,
     allow_vpc_interfaces,
+    service_role,
 )
 from dogbreeds_stacks.constructs.logs import log_retention
 from dogbreeds_stacks.contract import NOT_APPROVED, PREFIXES, load_metrics_module, model_environment
@@ -182,12 +183,10 @@ class TrainingStack(Stack):
     # --- roles -----------------------------------------------------------------------------------
 
     def _execution_role(self, f: Foundation, repositories: list[str]) -> iam.Role:
-        role = iam.Role(
+        role = service_role(
             self,
             "ExecutionRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com").with_conditions(
-                {"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
-            ),
+            service="sagemaker",
             description="SageMaker training and tuning jobs of the dog-breed classifier",
         )
         p = Permissions(self, "ExecutionPolicy", role=role)
@@ -217,12 +216,10 @@ class TrainingStack(Stack):
         return role
 
     def _pipeline_role(self, f: Foundation, r: PipelineResources) -> iam.Role:
-        role = iam.Role(
+        role = service_role(
             self,
             "PipelineRole",
-            assumed_by=iam.ServicePrincipal("states.amazonaws.com").with_conditions(
-                {"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
-            ),
+            service="states",
             description="The training pipeline: starts and watches its own jobs, registers the model",
         )
         p = Permissions(self, "PipelinePolicy", role=role)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import ArnFormat, Aws, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -20,6 +20,19 @@ from constructs import Construct
 
 from dogbreeds_stacks.foundation import ArtifactBucketRef
 from dogbreeds_stacks.nag import acknowledge, finding_resource
+
+
+def service_role(scope: Construct, construct_id: str, *, service: str, description: str) -> iam.Role:
+    """A role that ``service`` (``sagemaker``, ``states``) assumes only on behalf of this account: the
+    ``aws:SourceAccount`` condition keeps another account's job or state machine from using it (confused deputy)."""
+    return iam.Role(
+        scope,
+        construct_id,
+        assumed_by=iam.ServicePrincipal(f"{service}.amazonaws.com").with_conditions(
+            {"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}
+        ),
+        description=description,
+    )
 
 
 class Permissions:
