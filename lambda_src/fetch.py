@@ -73,6 +73,7 @@ class NotAnImage(FetchError):
     """Bytes that are none of the accepted image formats."""
 
 
+# inference.py (the model's code, shipped apart from this function) has the same shown(); a test keeps them equal.
 def shown(value: object, limit: int = QUOTE_LIMIT) -> str:
     """``value`` as a message may quote it: in ASCII (escapes for the rest, lone surrogates included), at
     most ``limit`` characters; a list or an object only by its kind. The one way the function's messages

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 QUOTE_LIMIT = 100  # characters of a value that a message repeats
 
 
+# lambda_src/fetch.py (the Lambda's, shipped apart from the model) has the same shown(); a test keeps them equal.
 def shown(value: object, limit: int = QUOTE_LIMIT) -> str:
     """``value`` as a message may quote it: in ASCII (escapes for the rest, lone surrogates included), at
     most ``limit`` characters; a list or an object only by its kind. The one way messages quote a value."""

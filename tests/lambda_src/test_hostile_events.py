@@ -4,8 +4,10 @@ property-based tests (hypothesis) of the event parser and of the URL guard's par
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -233,6 +235,20 @@ def test_messages_quote_at_most_100_characters_of_a_value(
 def test_shown_quotes_any_value_in_ascii_within_100_characters(value: object, text: str) -> None:
     assert fetch.shown(value) == text
     assert len(fetch.shown(value)) <= fetch.QUOTE_LIMIT
+
+
+def _quoting_code(path: Path) -> tuple[str, str]:
+    """``shown``'s body without its docstring, and ``QUOTE_LIMIT``'s value, as parsed from ``path``."""
+    tree = ast.parse(path.read_text())
+    (function,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "shown"]
+    (limit,) = [n for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "QUOTE_LIMIT"]
+    return ast.dump(ast.Module(body=function.body[1:], type_ignores=[])), ast.unparse(limit.value)
+
+
+def test_the_endpoint_quotes_values_as_the_function_does():
+    """The Lambda's asset and the model's code/ are shipped apart, so each carries ``shown``: the same code."""
+    root = Path(__file__).resolve().parents[2]
+    assert _quoting_code(root / "lambda_src" / "fetch.py") == _quoting_code(root / "training" / "inference.py")
 
 
 # --- properties ------------------------------------------------------------------------------------------------

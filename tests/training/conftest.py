@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from dogbreeds.local.serving import ModelWorker
 from tests.imagesets import make_image_set
 from tests.training import sagemaker_job as shared
+from tests.training.inference_fixtures import deploy_stand_in, start_endpoint
 from tests.training.running import TINY, Run, finished_run
 
 # The whole run's options: it stops early (patience 1) within EPOCHS.
@@ -50,3 +52,15 @@ def trained(image_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
 def sagemaker_job(tmp_path_factory: pytest.TempPathFactory) -> shared.SharedJob:
     """The session's one SageMaker training job: the toolkit, torchrun, two processes (tests/training/sagemaker_job)."""
     return shared.sagemaker_job(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """/opt/ml/model of an endpoint instance serving the stand-in model (one per test module). Read only."""
+    return deploy_stand_in(tmp_path_factory.mktemp("stand-in"))
+
+
+@pytest.fixture(scope="module")
+def endpoint(deployed: Path) -> ModelWorker:
+    """A worker with the model's default environment; it keeps no state between requests, as TorchServe's."""
+    return start_endpoint(deployed)

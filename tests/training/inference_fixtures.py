@@ -7,6 +7,7 @@ request through a stand-in for TorchServe's context (``dogbreeds.local.torchserv
 
 from __future__ import annotations
 
+import base64
 import io
 import random
 import struct
@@ -117,3 +118,14 @@ def png_header_only(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def deploy_stand_in(root: Path) -> Path:
+    """/opt/ml/model of an endpoint instance serving the stand-in model, below ``root``: fitted as a training job
+    leaves it, packaged as model.tar.gz and extracted as SageMaker does."""
+    archive = package_model(fit_stand_in_model(root / "training-job-model"), root / "model.tar.gz")
+    return deploy_model(archive, root / "opt" / "ml" / "model")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

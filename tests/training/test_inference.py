@@ -29,10 +29,8 @@ from tests.training.inference_fixtures import (
     ModelWorker,
     RequestProcessor,
     ServerContext,
-    deploy_model,
+    b64,
     encoded,
-    fit_stand_in_model,
-    package_model,
     pattern,
     png_header_only,
     start_endpoint,
@@ -43,24 +41,6 @@ JSON = "application/json"
 ACCEPTED_JSON = '{"image_base64": "<base64>"} or {"images_base64": ["<base64>", ...]}, with an optional "top_k"'
 # The pixel cap's 413, for an image of the request body.
 TOO_MANY_PIXELS = "the request body has too many pixels ({}); at most 40,000,000 (width x height) are accepted"
-
-
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """/opt/ml/model of an endpoint instance serving the stand-in model. Read only."""
-    root = tmp_path_factory.mktemp("stand-in")
-    archive = package_model(fit_stand_in_model(root / "training-job-model"), root / "model.tar.gz")
-    return deploy_model(archive, root / "opt" / "ml" / "model")
-
-
-@pytest.fixture(scope="module")
-def endpoint(deployed: Path) -> ModelWorker:
-    """A worker with the model's default environment; it keeps no state between requests, as TorchServe's."""
-    return start_endpoint(deployed)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def jpeg(name: str, size: tuple[int, int] = (60, 40)) -> bytes:

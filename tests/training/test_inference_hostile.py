@@ -5,7 +5,6 @@ then property-based tests (hypothesis) of the image reader and of the JSON parse
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import struct
@@ -21,10 +20,8 @@ import inference
 from tests.training.inference_fixtures import (
     Answer,
     ModelWorker,
-    deploy_model,
+    b64,
     encoded,
-    fit_stand_in_model,
-    package_model,
     pattern,
     start_endpoint,
 )
@@ -34,22 +31,6 @@ SHAPES = inference.JSON_SHAPES
 MOST_REPEATED = 200
 STATUSES = (200, 400, 413, 415)
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("stand-in")
-    archive = package_model(fit_stand_in_model(root / "training-job-model"), root / "model.tar.gz")
-    return deploy_model(archive, root / "opt" / "ml" / "model")
-
-
-@pytest.fixture(scope="module")
-def endpoint(deployed: Path) -> ModelWorker:
-    return start_endpoint(deployed)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def assert_refused(response: Answer, status: int, message: str) -> None:
