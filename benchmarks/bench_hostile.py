@@ -331,10 +331,7 @@ def main(args: argparse.Namespace) -> None:
         print(json.dumps(run_case(args.case, Path(args.model_dir), scale)))
         return
     facts = benchkit.machine()
-    idle = benchkit.wait_until_idle(args.wait_idle)
-    log(idle)
-    other_load, load_before = benchkit.OtherLoad(), benchkit.load_average()
-    calibration = benchkit.calibrate(policy=benchkit.load_policy(args))
+    conditions = benchkit.RunConditions(args.wait_idle, benchkit.load_policy(args))
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         model_dir = write_model_dir(Path(folder) / "model")
@@ -347,11 +344,7 @@ def main(args: argparse.Namespace) -> None:
     lambda_row = slow_model_through_the_lambda()
     setup = {
         "worker": "resnet50 (random weights, 133 classes) on the CPU, through the toolkit's HandlerService",
-        "calibration": calibration,
-        "idle": idle,
-        "load_before": load_before,
-        "load_after": benchkit.load_average(),
-        "other_load": other_load.stop(),
+        **conditions.setup(),
     }
     raw = {"machine": facts, "setup": setup, "cases": rows, "lambda_slow_model": lambda_row}
     benchkit.write_outputs(report(facts, setup, rows, lambda_row), raw, args.output, args.json)

@@ -610,10 +610,7 @@ def main(args: argparse.Namespace) -> None:
     precisions = (args.precisions or default_precisions(on)).split(",")
 
     facts = benchkit.machine()
-    idle = benchkit.wait_until_idle(args.wait_idle)
-    log(idle)
-    other_load, load_before = benchkit.OtherLoad(), benchkit.load_average()
-    calibration = benchkit.calibrate(policy=policy)
+    conditions = benchkit.RunConditions(args.wait_idle, policy)
     photos_for_accuracy, source = accuracy_photos(args.accuracy_images, args.quick)
     counts = (args.train_views or (4 if args.quick else 16), args.test_views or (2 if args.quick else 8))
     views = make_views(photos_for_accuracy, ModelConfig("resnet50", 133), counts, source)
@@ -646,11 +643,7 @@ def main(args: argparse.Namespace) -> None:
         "views": {"source": source, "train": counts[0], "test": counts[1], "test_total": len(views.test)},
         "model": model_report,
         "int8_gate": int8_gate,
-        "calibration": calibration,
-        "idle": idle,
-        "load_before": load_before,
-        "load_after": benchkit.load_average(),
-        "other_load": other_load.stop(),
+        **conditions.setup(),
     }
     markdown = report(facts, setup, results, accuracy_rows, piece_rows, matrix)
     raw = {"machine": facts, "setup": setup, "end_to_end": results, "accuracy": accuracy_rows}

@@ -209,20 +209,13 @@ def main(args: argparse.Namespace) -> int:
     runs, calls = (5, 200) if args.quick else (15, 2000)
     policy = benchkit.load_policy(args)
     facts = benchkit.machine()
-    idle = benchkit.wait_until_idle(args.wait_idle)
-    benchkit.log(idle)
-    other_load, load_before = benchkit.OtherLoad(), benchkit.load_average()
-    calibration = benchkit.calibrate(policy=policy)
+    conditions = benchkit.RunConditions(args.wait_idle, policy)
     benchkit.log(f"cold starts: {runs} rounds of {len(COLD_STARTS)} fresh interpreters")
     cold = cold_starts(runs, policy)
     benchkit.log(f"per call: {calls} rounds of 3 cases")
     per = measure_calls(calls, policy)
     setup = {
-        "calibration": calibration,
-        "idle": idle,
-        "other_load": other_load.stop(),
-        "load_before": load_before,
-        "load_after": benchkit.load_average(),
+        **conditions.setup(),
         "cold_starts": cold.load_note(),
         "per_call": per.load_note(),
     }

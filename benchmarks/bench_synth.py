@@ -92,11 +92,7 @@ def report(facts: dict, setup: dict, steps: list[dict]) -> str:
 def main(args: argparse.Namespace) -> None:
     synths = args.synths or (1 if args.quick else 2)
     facts = benchkit.machine()
-    idle = benchkit.wait_until_idle(args.wait_idle)
-    log(idle)
-    other_load = benchkit.OtherLoad()
-    load_before = benchkit.load_average()
-    calibration = benchkit.calibrate(policy=benchkit.load_policy(args))
+    conditions = benchkit.RunConditions(args.wait_idle, benchkit.load_policy(args))
     steps = []
     for _ in range(synths):
         with tempfile.TemporaryDirectory() as folder:
@@ -110,13 +106,7 @@ def main(args: argparse.Namespace) -> None:
             ("test: template diff", [python, "-m", "dogbreeds.review", "diff"]),
         ):
             steps.append(run_step(name, command))
-    setup = {
-        "calibration": calibration,
-        "idle": idle,
-        "other_load": other_load.stop(),
-        "load_before": load_before,
-        "load_after": benchkit.load_average(),
-    }
+    setup = conditions.setup()
     benchkit.write_outputs(
         report(facts, setup, steps), {"machine": facts, "setup": setup, "steps": steps}, args.output, args.json
     )

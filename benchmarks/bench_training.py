@@ -582,10 +582,7 @@ def main(args: argparse.Namespace) -> None:
             per_split = {"train": per_class, "valid": max(2, per_class // 4), "test": max(1, per_class // 8)}
             log(f"generating {args.classes} classes x {per_split} photos")
             make_data_set(data_dir, args.classes, per_split, args.large_every)
-        idle = benchkit.wait_until_idle(args.wait_idle)
-        log(idle)
-        other_load, load_before = benchkit.OtherLoad(), benchkit.load_average()
-        calibration = benchkit.calibrate(policy=args.policy)
+        conditions = benchkit.RunConditions(args.wait_idle, args.policy)
         parts = set(args.parts.split(","))
         loops = loop_comparison(data_dir, work, args, on, rounds) if "loops" in parts else None
         tuning = tuning_comparison(data_dir, work, args, trials) if "tuning" in parts else None
@@ -596,11 +593,7 @@ def main(args: argparse.Namespace) -> None:
             "trials": trials,
             "trial_epochs": args.trial_epochs,
             "images_per_epoch": images_per_epoch(data_dir),
-            "calibration": calibration,
-            "idle": idle,
-            "other_load": other_load.stop(),
-            "load_before": load_before,
-            "load_after": benchkit.load_average(),
+            **conditions.setup(),
         }
     markdown = report(facts, setup, loops, tuning, pieces)
     raw = {"machine": facts, "setup": setup, "loops": loops, "tuning": tuning, "loading": pieces}

@@ -138,6 +138,27 @@ def wait_until_idle(timeout: float, threshold: float = 0.1, sample: float = 1.0)
             return f"CPUs {busy:.0%} busy before measuring ({state} after waiting {waited:.0f} s)"
 
 
+class RunConditions:
+    """What a benchmark states about the machine it measured on: it waits for idle CPUs (``wait_idle`` seconds at
+    most), notes the load average, calibrates (``calibrate``), and from then on meters the other processes' load;
+    ``setup()`` at the end gives the fields ``report_header`` prints."""
+
+    def __init__(self, wait_idle: float, policy: LoadPolicy | None = None) -> None:
+        self.idle = wait_until_idle(wait_idle)
+        log(self.idle)
+        self.other_load, self.load_before = OtherLoad(), load_average()
+        self.calibration = calibrate(policy=policy)
+
+    def setup(self) -> dict[str, object]:
+        return {
+            "calibration": self.calibration,
+            "idle": self.idle,
+            "other_load": self.other_load.stop(),
+            "load_before": self.load_before,
+            "load_after": load_average(),
+        }
+
+
 # --- comparisons that survive a noisy machine ------------------------------------------------------------------
 
 
